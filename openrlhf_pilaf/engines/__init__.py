@@ -1,0 +1,1 @@
+"""Generation engines: vLLM worker extensions (and, later, the interpolated engines)."""

@@ -1,0 +1,70 @@
+"""OpenRLHF's vLLM weight-sync worker extension, extended to vLLM's CPU backend.
+
+OpenRLHF's `WorkerWrap.update_weight` receives each parameter over NCCL into a CUDA tensor and
+hands it to `model.load_weights`. On vLLM's CPU backend both steps fail: there is no CUDA, and
+after loading, vLLM repacks linear weights for its CPU kernels and empties the original
+parameters, so a later `load_weights` has nowhere to write ("Attempted to load weight ... into
+parameter (torch.Size([0]))") and `lm_head` silently keeps its stale packed copy. vLLM's layerwise
+in-place reload restores checkpoint-format parameters, loads and repacks again; it needs every
+piece of a fused layer (q/k/v, gate/up) in one call. OpenRLHF marks the last parameter of a sync
+with `empty_cache=True`, so on CPU we buffer the received tensors and reload once at that mark.
+
+Select it with `create_vllm_engines(..., worker_extension_cls=PILAF_WORKER_EXTENSION)`
+(patch 0004 adds the argument).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from openrlhf.trainer.ray.vllm_worker_wrap import WorkerWrap
+
+logger = logging.getLogger(__name__)
+
+PILAF_WORKER_EXTENSION = "openrlhf_pilaf.engines.vllm_worker.PilafWorkerWrap"
+
+
+class PilafWorkerWrap(WorkerWrap):
+    """Same RPC surface as OpenRLHF's WorkerWrap; device-aware receive, CPU-safe load."""
+
+    def update_weight(self, name, dtype, shape, empty_cache=False):
+        if dtype != self.model_config.dtype:
+            raise TypeError(
+                f"weight sync of {name}: the trainer sends {dtype} but the vLLM engine runs in "
+                f"{self.model_config.dtype}; start the engine with the trainer's dtype"
+            )
+        weight = torch.empty(shape, dtype=dtype, device=self.device)
+        if self._model_update_with_ray:
+            import ray.util.collective as collective
+
+            collective.broadcast(weight, 0, group_name=self._model_update_group)
+        elif self.device.type == "cuda":
+            self._model_update_group.broadcast(weight, src=0, stream=torch.cuda.current_stream())
+        else:
+            self._model_update_group.broadcast(weight, src=0)
+        self._load_synced_weight(name, weight, last=empty_cache)
+
+    def _load_synced_weight(self, name: str, weight: torch.Tensor, last: bool) -> None:
+        if self.device.type != "cpu":
+            self.model_runner.model.load_weights(weights=[(name, weight)])
+            return
+        pending = self.__dict__.setdefault("_pilaf_pending_weights", [])
+        pending.append((name, weight))
+        if last:
+            self._reload_in_place(pending)
+            pending.clear()
+
+    def _reload_in_place(self, weights: list[tuple[str, torch.Tensor]]) -> None:
+        from vllm.config import set_current_vllm_config
+        from vllm.model_executor.model_loader.reload.inplace import reload_weights
+
+        with set_current_vllm_config(self.vllm_config):
+            reload_weights(
+                self.vllm_config,
+                self.model_runner.model,
+                weights_iterator=iter(weights),
+                weights_path=None,
+                is_checkpoint_format=True,
+            )
+        logger.info("reloaded %d synced tensors into the vLLM CPU model", len(weights))

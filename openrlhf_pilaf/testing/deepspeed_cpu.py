@@ -1,0 +1,56 @@
+"""A single-process OpenRLHF DeepspeedStrategy on DeepSpeed's CPU accelerator (gloo)."""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+from openrlhf_pilaf.testing.cpu_env import single_process_dist_env
+
+
+def strategy_args(zero_stage: int = 2, param_dtype: str = "bf16") -> SimpleNamespace:
+    """The subset of OpenRLHF's nested CLI namespace that DeepspeedStrategy reads."""
+    ds = SimpleNamespace(
+        param_dtype=param_dtype,
+        zero_stage=zero_stage,
+        adam_offload=False,
+        zpg=1,
+        use_universal_ckpt=False,
+        grad_accum_dtype=None,
+        overlap_comm=False,
+        deepcompile=False,
+        tensor_parallel_size=1,
+        ring_attn_size=1,
+        attn_implementation="sdpa",
+    )
+    return SimpleNamespace(ds=ds, train=SimpleNamespace(dynamic_batch_enable=False), local_rank=-1)
+
+
+def make_cpu_strategy(batch_size: int, zero_stage: int = 2, seed: int = 0):
+    """Set the world-of-one variables (if unset) and start OpenRLHF's strategy on them."""
+    from openrlhf.utils.deepspeed import DeepspeedStrategy
+
+    for key, value in single_process_dist_env().items():
+        os.environ.setdefault(key, value)
+    strategy = DeepspeedStrategy(
+        seed=seed,
+        max_norm=1.0,
+        micro_train_batch_size=batch_size,
+        train_batch_size=batch_size,
+        zero_stage=zero_stage,
+        args=strategy_args(zero_stage),
+    )
+    strategy.setup_distributed()
+    return strategy
+
+
+def adam_config(lr: float, steps: int) -> dict:
+    """The optimizer/scheduler dict `DeepspeedStrategy.prepare((model, cfg))` takes."""
+    return dict(
+        optim="adam",
+        adam=dict(lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0),
+        lr_scheduler="constant",
+        lr_warmup_ratio=0.0,
+        max_norm=1.0,
+        scheduler_steps=steps,
+    )

@@ -1,0 +1,64 @@
+"""The tiny-model factory: deterministic, loadable the way OpenRLHF and transformers load models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from openrlhf_pilaf.testing import TinyLlamaSpec, build_tiny_suite
+
+
+def _state(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_suite_is_deterministic_and_cached(tmp_path, tiny_suite):
+    spec = TinyLlamaSpec()
+    fresh = build_tiny_suite(tmp_path)
+    assert fresh.root.name == tiny_suite.root.name  # same inputs, same cache key
+    for a, b in zip(fresh.causal_lms, tiny_suite.causal_lms, strict=True):
+        sa, sb = _state(a), _state(b)
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    mtime = (fresh.policy / "model.safetensors").stat().st_mtime_ns
+    assert build_tiny_suite(tmp_path) == fresh
+    assert (fresh.policy / "model.safetensors").stat().st_mtime_ns == mtime, "second call reuses the cache"
+    assert not list(tmp_path.glob(".building-*")), "no temporary directories are left behind"
+    assert json.loads((fresh.root / "COMPLETE").read_text())["spec"]["hidden_size"] == spec.hidden_size
+
+
+def test_policy_and_reference_differ_and_share_the_tokenizer(tiny_suite):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_suite.policy)
+    assert tok.padding_side == "left" and tok.pad_token and tok.bos_token and tok.eos_token
+    assert tok.get_vocab() == AutoTokenizer.from_pretrained(tiny_suite.reference).get_vocab()
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "the cat sees"}], tokenize=False, add_generation_prompt=True
+    )
+    assert text.startswith(tok.bos_token) and text.endswith("<|assistant|>")
+    ids = torch.tensor([tok(text, add_special_tokens=False).input_ids])
+    with torch.no_grad():
+        p = AutoModelForCausalLM.from_pretrained(tiny_suite.policy).eval()(ids).logits[0, -1].softmax(-1)
+        r = AutoModelForCausalLM.from_pretrained(tiny_suite.reference).eval()(ids).logits[0, -1].softmax(-1)
+    assert 0.5 * (p - r).abs().sum() > 0.2, "policy and reference must be far apart for sampler tests to have power"
+    assert p.max() > 5.0 / len(p), "next-token distributions are far from uniform"
+
+
+@pytest.mark.openrlhf
+def test_reward_model_loads_with_openrlhf(tiny_suite):
+    from openrlhf.models import get_llm_for_sequence_regression
+    from transformers import AutoTokenizer
+
+    rm = get_llm_for_sequence_regression(
+        str(tiny_suite.reward), "reward", param_dtype="bf16", attn_implementation="sdpa"
+    ).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_suite.reward)
+    enc = tok(["The cat sees an apple.", "12 95 7"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        scores = rm(enc.input_ids, attention_mask=enc.attention_mask)
+    assert scores.shape == (2,) and torch.isfinite(scores).all()
+    assert scores[0] != scores[1]
