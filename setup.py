@@ -28,7 +28,6 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["openrlhf_pilaf", "openrlhf_pilaf.*"]),
-    package_data={"openrlhf_pilaf": ["patches/*.patch"]},
     install_requires=[
         "openrlhf>=0.11.2,<0.12",
         "torch>=2.4",
@@ -47,6 +46,11 @@ setup(
     entry_points={
         "console_scripts": [
             "openrlhf-pilaf-patch=openrlhf_pilaf.cli.apply_patches:main",
+        ],
+        # vLLM calls this in every process it starts (driver, engine core, workers), which is where
+        # an out-of-tree architecture must be registered; registering in the driver alone fails.
+        "vllm.general_plugins": [
+            "openrlhf_pilaf=openrlhf_pilaf.engines.vllm_interp.plugin:register",
         ],
     },
     classifiers=[

