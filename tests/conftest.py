@@ -28,3 +28,14 @@ def tiny_suite(cache_root):
     from openrlhf_pilaf.testing import build_tiny_suite
 
     return build_tiny_suite(cache_root / "models")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(cache_root):
+    """A local Ray cluster per test module, torn down after it."""
+    import ray
+
+    # Logical CPUs: engine placement bundles and actors must fit on a 2-core machine.
+    ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, _temp_dir=str(cache_root / "ray"), log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -16,16 +16,6 @@ MAX_NEW_TOKENS = 8
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(cache_root):
-    import ray
-
-    # Logical CPUs: the engine's placement bundle and the driver must fit on a 2-core machine.
-    ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, _temp_dir=str(cache_root / "ray"), log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def engine(ray_cluster, tiny_suite):
     from openrlhf.trainer.ray.vllm_engine import create_vllm_engines
 

@@ -9,7 +9,7 @@ from openrlhf_pilaf.testing.cpu_env import single_process_dist_env
 
 
 def strategy_args(zero_stage: int = 2, param_dtype: str = "bf16") -> SimpleNamespace:
-    """The subset of OpenRLHF's nested CLI namespace that DeepspeedStrategy reads."""
+    """The subset of OpenRLHF's nested CLI namespace that DeepspeedStrategy and the Ray model actors read."""
     ds = SimpleNamespace(
         param_dtype=param_dtype,
         zero_stage=zero_stage,
@@ -22,8 +22,18 @@ def strategy_args(zero_stage: int = 2, param_dtype: str = "bf16") -> SimpleNames
         tensor_parallel_size=1,
         ring_attn_size=1,
         attn_implementation="sdpa",
+        experts_implementation=None,
+        load_in_4bit=False,
+        packing_samples=False,
+        use_liger_kernel=False,
     )
-    return SimpleNamespace(ds=ds, train=SimpleNamespace(dynamic_batch_enable=False), local_rank=-1)
+    return SimpleNamespace(
+        ds=ds,
+        train=SimpleNamespace(dynamic_batch_enable=False),
+        ref=SimpleNamespace(offload=False),
+        rollout=SimpleNamespace(temperature=1.0),
+        local_rank=-1,
+    )
 
 
 def make_cpu_strategy(batch_size: int, zero_stage: int = 2, seed: int = 0):

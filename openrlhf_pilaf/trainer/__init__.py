@@ -1,0 +1,1 @@
+"""Training-side integration with OpenRLHF: reference models, launch wiring, (later) the DPO loop."""
