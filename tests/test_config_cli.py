@@ -1,0 +1,141 @@
+"""Flags generated from config dataclasses: spelling, types, defaults, round trips."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import pytest
+
+from openrlhf_pilaf.utils.config_cli import (
+    add_dataclass_arguments,
+    check_choices,
+    dataclass_from_namespace,
+    flag_name,
+    parse_config,
+    to_argv,
+)
+
+
+@dataclass
+class Toy:
+    """A toy component config."""
+
+    cli_group: ClassVar[str] = "toy"
+
+    name: str = field(metadata={"help": "required name", "aliases": ("--name",)})
+    steps: int = field(default=3, metadata={"help": "an int"})
+    beta: float = field(default=0.1, metadata={"help": "a float"})
+    path: Path | None = field(default=None, metadata={"help": "an optional path"})
+    fast: bool = field(default=False, metadata={"help": "a flag"})
+    cache: bool = field(default=True, metadata={"help": "on unless --toy.no_cache"})
+    mode: Literal["a", "b"] = field(default="a", metadata={"help": "a choice"})
+    weights: list[float] | None = field(default=None, metadata={"help": "floats"})
+    seeds: tuple[int, ...] = field(default=(1, 2), metadata={"help": "ints"})
+    tags: list[str] = field(default_factory=list, metadata={"help": "strings"})
+
+    def __post_init__(self):
+        check_choices(self)
+
+
+@dataclass
+class Other:
+    cli_group: ClassVar[str] = "other"
+    steps: int = field(default=7, metadata={"help": "same field name, other group"})
+
+
+def _parser(*classes) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    for cls in classes:
+        add_dataclass_arguments(parser, cls)
+    return parser
+
+
+def test_defaults_come_from_the_dataclass():
+    cfg = dataclass_from_namespace(Toy, _parser(Toy).parse_args(["--toy.name", "x"]))
+    assert cfg == Toy(name="x")
+
+
+def test_every_kind_of_field_parses():
+    argv = ["--name", "x", "--toy.steps", "5", "--toy.beta", "0.5", "--toy.path", "/tmp/p", "--toy.fast"]
+    argv += ["--toy.no_cache", "--toy.mode", "b", "--toy.weights", "1", "2.5", "--toy.seeds", "4", "5", "6"]
+    argv += ["--toy.tags", "u", "v"]
+    cfg = dataclass_from_namespace(Toy, _parser(Toy).parse_args(argv))
+    assert cfg == Toy("x", 5, 0.5, Path("/tmp/p"), True, False, "b", [1.0, 2.5], (4, 5, 6), ["u", "v"])
+    assert isinstance(cfg.seeds, tuple) and isinstance(cfg.weights, list)
+
+
+def test_groups_do_not_clash_and_overrides_win():
+    ns = _parser(Toy, Other).parse_args(["--toy.name", "x", "--toy.steps", "1", "--other.steps", "2"])
+    assert dataclass_from_namespace(Toy, ns).steps == 1
+    assert dataclass_from_namespace(Other, ns).steps == 2
+    assert dataclass_from_namespace(Other, ns, steps=9).steps == 9
+    assert vars(ns)["toy.steps"] == 1  # dotted dests, as OpenRLHF's hierarchize expects
+
+
+def test_argparse_rejects_bad_values_and_missing_required(capsys):
+    parser = _parser(Toy)
+    for argv in (["--toy.name", "x", "--toy.mode", "c"], ["--toy.steps", "1"], ["--toy.name", "x", "--toy.steps", "z"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+
+
+def test_choices_are_checked_when_built_from_python_too():
+    with pytest.raises(ValueError, match=r"--toy\.mode: 'c' is not one of \['a', 'b'\]"):
+        Toy(name="x", mode="c")
+
+
+def test_flag_names_and_argv_round_trip():
+    assert flag_name(Toy, "weights") == "--toy.weights"
+    assert flag_name(Toy, "cache") == "--toy.no_cache"
+    cfg = Toy("x", steps=5, path=Path("p"), fast=True, cache=False, weights=[0.5, 1.5], seeds=(9,))
+    argv = to_argv(cfg)
+    assert argv[:2] == ["--toy.name", "x"] and "--toy.beta" not in argv  # defaults are left out
+    assert dataclass_from_namespace(Toy, _parser(Toy).parse_args(argv)) == cfg
+
+
+def test_parse_config_turns_value_errors_into_usage_errors(capsys):
+    assert parse_config(Toy, ["--toy.name", "x"]) == Toy(name="x")
+
+    @dataclass
+    class Checked:
+        cli_group: ClassVar[str] = "chk"
+        n: int = field(default=1, metadata={"help": "positive"})
+
+        def __post_init__(self):
+            if self.n <= 0:
+                raise ValueError(f"{flag_name(Checked, 'n')} must be positive")
+
+    with pytest.raises(SystemExit) as exc:
+        parse_config(Checked, ["--chk.n", "0"])
+    assert exc.value.code == 2 and "--chk.n must be positive" in capsys.readouterr().err
+
+
+def test_programming_errors_fail_when_the_parser_is_built():
+    @dataclass
+    class NoHelp:
+        cli_group: ClassVar[str] = "nohelp"
+        x: int = 1
+
+    @dataclass
+    class BadType:
+        cli_group: ClassVar[str] = "bad"
+        x: dict = field(default_factory=dict, metadata={"help": "a dict"})
+
+    @dataclass
+    class NoGroup:
+        x: int = field(default=1, metadata={"help": "x"})
+
+    with pytest.raises(TypeError, match="no metadata"):
+        _parser(NoHelp)
+    with pytest.raises(TypeError, match="unsupported field type"):
+        _parser(BadType)
+    with pytest.raises(TypeError, match="cli_group"):
+        _parser(NoGroup)
+
+
+def test_help_shows_help_text_and_defaults():
+    text = _parser(Toy).format_help()
+    assert "--toy.steps" in text and "an int (default: 3)" in text and "--name" in text
