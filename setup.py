@@ -46,6 +46,8 @@ setup(
     entry_points={
         "console_scripts": [
             "openrlhf-pilaf-patch=openrlhf_pilaf.cli.apply_patches:main",
+            "openrlhf-pilaf-soup=openrlhf_pilaf.cli.build_soup:main",
+            "openrlhf-pilaf-ppo=openrlhf_pilaf.cli.train_ppo_ray:main",
         ],
         # vLLM calls this in every process it starts (driver, engine core, workers), which is where
         # an out-of-tree architecture must be registered; registering in the driver alone fails.
