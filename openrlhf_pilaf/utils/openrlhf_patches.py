@@ -97,39 +97,34 @@ def patch_state(patch: Path, site_dir: Path) -> str:
     )
 
 
-def apply_patches(
-    site_dir: Path | None = None, patch_dir: Path = DEFAULT_PATCH_DIR, version: str | None = None
-) -> list[PatchOutcome]:
-    """Apply every patch that is not applied yet; check all of them before changing anything."""
+def _bring_to(state: str, site_dir: Path | None, patch_dir: Path, version: str | None) -> list[PatchOutcome]:
+    """Move every patch to `state` ('applied' or 'not-applied'); check all before changing any."""
     _check_version(version)
     site_dir = openrlhf_site_dir() if site_dir is None else Path(site_dir)
     patches = patch_files(patch_dir)
     states = {p: patch_state(p, site_dir) for p in patches}
+    reverse = state == "not-applied"
+    done, verb = ("not-applied", "reverted") if reverse else ("already-applied", "applied")
     outcomes = []
-    for p in patches:
-        if states[p] == "applied":
-            outcomes.append(PatchOutcome(p.name, "already-applied"))
+    for p in reversed(patches) if reverse else patches:  # revert newest first
+        if states[p] == state:
+            outcomes.append(PatchOutcome(p.name, done))
             continue
-        if not _run_patch(p, site_dir, reverse=False, dry_run=False):
-            raise PatchError(f"applying {p.name} failed under {site_dir}")
-        outcomes.append(PatchOutcome(p.name, "applied"))
+        if not _run_patch(p, site_dir, reverse=reverse, dry_run=False):
+            raise PatchError(f"{'reverting' if reverse else 'applying'} {p.name} failed under {site_dir}")
+        outcomes.append(PatchOutcome(p.name, verb))
     return outcomes
+
+
+def apply_patches(
+    site_dir: Path | None = None, patch_dir: Path = DEFAULT_PATCH_DIR, version: str | None = None
+) -> list[PatchOutcome]:
+    """Apply every patch that is not applied yet; check all of them before changing anything."""
+    return _bring_to("applied", site_dir, patch_dir, version)
 
 
 def revert_patches(
     site_dir: Path | None = None, patch_dir: Path = DEFAULT_PATCH_DIR, version: str | None = None
 ) -> list[PatchOutcome]:
     """Undo our patches (newest first), restoring the pristine 0.11.2 sources."""
-    _check_version(version)
-    site_dir = openrlhf_site_dir() if site_dir is None else Path(site_dir)
-    patches = patch_files(patch_dir)
-    states = {p: patch_state(p, site_dir) for p in patches}
-    outcomes = []
-    for p in reversed(patches):
-        if states[p] == "not-applied":
-            outcomes.append(PatchOutcome(p.name, "not-applied"))
-            continue
-        if not _run_patch(p, site_dir, reverse=True, dry_run=False):
-            raise PatchError(f"reverting {p.name} failed under {site_dir}")
-        outcomes.append(PatchOutcome(p.name, "reverted"))
-    return outcomes
+    return _bring_to("not-applied", site_dir, patch_dir, version)
