@@ -85,7 +85,7 @@ def interpolated_sample(
     Args:
         policy_logits: [B, Vp] float32 / bfloat16 / float16 next-token logits of the policy.
         ref_logits: [B, Vr] logits of the reference, same dtype and device; may be None when every
-            w is 0 (then `ref_logprob` is None). Rows with w == 0 never read it for sampling, so it
+            w is 0 (then `ref_logprob` is None). Rows with w == 0 never use it for sampling, so it
             may hold anything there (NaN included); their `ref_logprob` is then whatever that row
             gives (NaN for a NaN row).
         w: interpolation weight, a float or a [B] float tensor: 0 -> policy, -1 -> reference,
@@ -95,9 +95,10 @@ def interpolated_sample(
         top_k: >= 0, int or integer [B] tensor; 0 disables it. Applied before top_p, and top_p acts on
             the distribution renormalised over the top-k set (the Hugging Face / vLLM order).
         generator: source of the noise when `uniform` is None (one torch.rand draw per row).
-        uniform: [B] noise in [0, 1) to use instead of drawing it: the token is the first, in
-            vocabulary order, whose cumulative probability exceeds it (inverse CDF). Both backends
-            consume exactly this noise, so they return the same tokens for the same uniform.
+        uniform: [B] noise in [0, 1) to use instead of drawing it (read as float32): the token is the
+            first, in vocabulary order, whose cumulative probability exceeds it (inverse CDF). Both
+            backends consume exactly this noise, so they return the same tokens for the same uniform
+            (up to float rounding: a uniform within ~1e-6 of a CDF step may land on either side).
         vocab_size: number of tokens the tokenizer can emit; default the narrower of the two logits
             widths (padded widths such as 128,256 vs 128,320 are common). Columns at or beyond it are
             never sampled and take no part in any of the three normalisations.

@@ -15,11 +15,7 @@ NEG_INF = float("-inf")
 
 
 def _as_col(x: float | int | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A per-row parameter as a float32 [B, 1] column, or a float32 0-d tensor for a scalar.
-
-    A scalar becomes a float32 tensor first so that `1 + w` is rounded in float32, as in the kernel
-    (a Python float would be added in float64 and rounded once, which can differ by one ulp).
-    """
+    """A per-row parameter as a float32 [B, 1] column, or a float32 0-d tensor for a scalar."""
     if isinstance(x, torch.Tensor):
         return x.to(torch.float32).unsqueeze(1)
     return torch.tensor(float(x), dtype=torch.float32, device=device)
@@ -27,6 +23,13 @@ def _as_col(x: float | int | torch.Tensor, device: torch.device) -> torch.Tensor
 
 def _scalar_or_col(x: float | torch.Tensor) -> float | torch.Tensor:
     return x.to(torch.float32).unsqueeze(1) if isinstance(x, torch.Tensor) else float(x)
+
+
+def _f32(x: float) -> torch.Tensor:
+    """A Python scalar as a float32 0-d CPU tensor, usable with tensors on any device. Arithmetic
+    with it rounds in float32 as the kernel does (`1 + w` on a Python float would be done in float64
+    and rounded once, which can differ by one ulp)."""
+    return torch.tensor(x, dtype=torch.float32)
 
 
 def interpolated_logits(
@@ -39,18 +42,17 @@ def interpolated_logits(
     that NaN or inf in those reference rows cannot reach z (0 * NaN would be NaN). `w` and
     `temperature` are Python scalars (fast paths, same float32 results) or float32 [B, 1] columns.
     """
-    device = hp.device
     if not isinstance(w, torch.Tensor) and w == 0:
         z, banned = hp, hp == NEG_INF  # (1 + 0) * h - 0 * 0 = h exactly
     elif not isinstance(w, torch.Tensor):
-        w32 = torch.tensor(w, dtype=torch.float32, device=device)
+        w32 = _f32(w)
         banned = (hp == NEG_INF) | (hr == NEG_INF)
         # method.md: logits(w) = (1 + w) * h_theta - w * h_ref.
         z = ((1 + w32) * hp - w32 * hr).masked_fill(banned, NEG_INF)
     else:
         w_nonzero = w != 0
         if hr is None:
-            hr_eff = torch.zeros((), dtype=torch.float32, device=device)
+            hr_eff = _f32(0.0)
             banned = hp == NEG_INF
         else:
             hr_eff = torch.where(w_nonzero, hr, 0.0)
@@ -59,13 +61,12 @@ def interpolated_logits(
     if isinstance(temperature, torch.Tensor):
         z = z / temperature
     elif temperature != 1.0:
-        z = z / torch.tensor(temperature, dtype=torch.float32, device=device)
+        z = z / _f32(temperature)
     return z, banned
 
 
 def _row_status(
     inp: SamplingInputs,
-    cols: dict[str, torch.Tensor],
     lse_p: torch.Tensor,
     lse_r: torch.Tensor | None,
     z: torch.Tensor,
@@ -82,15 +83,20 @@ def _row_status(
 
     def flag(bad: torch.Tensor, code: RowStatus) -> None:
         nonlocal status
-        status = torch.where((status == 0) & bad.reshape(-1).expand(batch), int(code), status)
+        status = torch.where((status == 0) & bad, int(code), status)
 
-    w, t, p, k, u = cols["w"], cols["t"], cols["p"], cols["k"], inp.uniform
-    flag(~torch.isfinite(w), RowStatus.BAD_W)
-    flag(~(torch.isfinite(t) & (t > 0)), RowStatus.BAD_TEMPERATURE)
-    flag(~((p > 0) & (p <= 1)), RowStatus.BAD_TOP_P)
-    flag(k < 0, RowStatus.BAD_TOP_K)
+    # Scalar parameters were checked on the host; [B] tensors are checked here.
+    w, t, p, k, u = inp.w, inp.temperature, inp.top_p, inp.top_k, inp.uniform
+    if isinstance(w, torch.Tensor):
+        flag(~torch.isfinite(w), RowStatus.BAD_W)
+    if isinstance(t, torch.Tensor):
+        flag(~(torch.isfinite(t) & (t > 0)), RowStatus.BAD_TEMPERATURE)
+    if isinstance(p, torch.Tensor):
+        flag(~((p > 0) & (p <= 1)), RowStatus.BAD_TOP_P)
+    if isinstance(k, torch.Tensor):
+        flag(k < 0, RowStatus.BAD_TOP_K)
     flag(~((u >= 0) & (u < 1)), RowStatus.BAD_UNIFORM)
-    w_nonzero = (w != 0).reshape(-1).expand(batch)
+    w_nonzero = w != 0 if isinstance(w, torch.Tensor) else torch.full_like(status, w != 0, dtype=torch.bool)
     if lse_r is None:
         flag(w_nonzero, RowStatus.MISSING_REF)
     flag(torch.isnan(lse_p) | torch.isposinf(lse_p), RowStatus.POLICY_NONFINITE)
@@ -138,24 +144,19 @@ def sample_torch(inp: SamplingInputs) -> BackendOutput:
     vocab, device = inp.vocab_size, inp.device
     hp = inp.policy[:, :vocab].float()
     hr = inp.ref[:, :vocab].float() if inp.ref is not None else None
-    cols = {
-        "w": _as_col(inp.w, device),
-        "t": _as_col(inp.temperature, device),
-        "p": _as_col(inp.top_p, device),
-        "k": _as_col(inp.top_k, device),
-    }
     z, banned = interpolated_logits(hp, hr, _scalar_or_col(inp.w), _scalar_or_col(inp.temperature))
     lse_p = torch.logsumexp(hp, dim=1)
     lse_r = torch.logsumexp(hr, dim=1) if hr is not None else None
     z_max = z.max(dim=1, keepdim=True).values
-    status = _row_status(inp, cols, lse_p, lse_r, z, z_max.squeeze(1), banned)
+    status = _row_status(inp, lse_p, lse_r, z, z_max.squeeze(1), banned)
 
     # Rows whose status is not OK get garbage below, but nothing raises.
     m = torch.where(torch.isfinite(z_max), z_max, 0.0)
     probs = torch.exp(z - m)  # banned tokens: exp(-inf) = 0
     if inp.may_filter:
         n_finite = (~banned).sum(dim=1, keepdim=True)
-        probs = torch.where(z >= keep_threshold(z, m, cols["k"], cols["p"], n_finite), probs, 0.0)
+        top_k, top_p = _as_col(inp.top_k, device), _as_col(inp.top_p, device)
+        probs = torch.where(z >= keep_threshold(z, m, top_k, top_p, n_finite), probs, 0.0)
 
     # Inverse CDF: the first token whose cumulative mass exceeds u * mass. If rounding leaves no
     # cumulative value above the target, the last token with positive mass (where the cumulative
