@@ -9,6 +9,12 @@ in-place reload restores checkpoint-format parameters, loads and repacks again; 
 piece of a fused layer (q/k/v, gate/up) in one call. OpenRLHF marks the last parameter of a sync
 with `empty_cache=True`, so on CPU we buffer the received tensors and reload once at that mark.
 
+Models may name the part of themselves that synced weights belong to: the interpolated model
+(`engines/vllm_interp`) answers `pilaf_weight_sync_module()` with its policy half, so a sync never
+touches the frozen reference. Synced weights also make cached KV blocks stale: as OpenRLHF's trainer
+does, call the engine's `reset_prefix_cache` after a sync when prefix caching is on (a worker cannot
+reach the scheduler that owns the cache).
+
 Select it with `create_vllm_engines(..., worker_extension_cls=PILAF_WORKER_EXTENSION)`
 (patch 0004 adds the argument).
 """
@@ -45,9 +51,15 @@ class PilafWorkerWrap(WorkerWrap):
             self._model_update_group.broadcast(weight, src=0)
         self._load_synced_weight(name, weight, last=empty_cache)
 
+    def _weight_sync_module(self) -> torch.nn.Module:
+        """The module synced weights load into: the model, or the part it names (see module docstring)."""
+        model = self.model_runner.model
+        named = getattr(model, "pilaf_weight_sync_module", None)
+        return model if named is None else named()
+
     def _load_synced_weight(self, name: str, weight: torch.Tensor, last: bool) -> None:
         if self.device.type != "cpu":
-            self.model_runner.model.load_weights(weights=[(name, weight)])
+            self._weight_sync_module().load_weights(weights=[(name, weight)])
             return
         pending = self.__dict__.setdefault("_pilaf_pending_weights", [])
         pending.append((name, weight))
@@ -59,12 +71,19 @@ class PilafWorkerWrap(WorkerWrap):
         from vllm.config import set_current_vllm_config
         from vllm.model_executor.model_loader.reload.inplace import reload_weights
 
+        target = self._weight_sync_module()
         with set_current_vllm_config(self.vllm_config):
             reload_weights(
                 self.vllm_config,
-                self.model_runner.model,
+                target,
                 weights_iterator=iter(weights),
                 weights_path=None,
                 is_checkpoint_format=True,
             )
-        logger.info("reloaded %d synced tensors into the vLLM CPU model", len(weights))
+        logger.info("reloaded %d synced tensors into the vLLM CPU model (%s)", len(weights), type(target).__name__)
+
+    def pilaf_weight_fingerprints(self) -> dict[str, dict[str, str | int]]:
+        """RPC: weight fingerprints per half of the model (policy / reference for the interpolated model)."""
+        from openrlhf_pilaf.engines.vllm_interp.fingerprint import model_fingerprints
+
+        return model_fingerprints(self.model_runner.model)

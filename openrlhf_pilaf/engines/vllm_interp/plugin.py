@@ -13,3 +13,25 @@ def register() -> None:
     for arch, target in ARCHITECTURES.items():
         if arch not in supported:
             ModelRegistry.register_model(arch, target)
+
+
+def check_registered() -> None:
+    """Raise if vLLM, after loading its general plugins, still does not know our architectures.
+
+    vLLM only logs a plugin that fails to import, and engines are started in other processes that
+    load plugins themselves; this turns a missing or filtered entry point into an error on the driver,
+    before any engine starts.
+    """
+    from vllm import ModelRegistry
+    from vllm.plugins import load_general_plugins
+
+    from openrlhf_pilaf.engines.vllm_interp.names import ARCHITECTURES
+
+    load_general_plugins()
+    missing = sorted(set(ARCHITECTURES) - set(ModelRegistry.get_supported_archs()))
+    if missing:
+        raise RuntimeError(
+            f"vLLM does not know {missing}: the `openrlhf_pilaf` entry point of group `vllm.general_plugins` did not "
+            "run. Install the package (`pip install -e .` or `pip install openrlhf-pilaf`) and, if VLLM_PLUGINS is "
+            "set, include `openrlhf_pilaf` in it"
+        )

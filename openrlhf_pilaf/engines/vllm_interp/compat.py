@@ -1,0 +1,143 @@
+"""Can this reference checkpoint sit next to this policy in one interpolated engine? (pure checks on config dicts)
+
+Both halves are built from one vLLM model class, share the engine's hidden-state buffer and KV-cache
+layout, and are fed the same token ids, so they must be the same network: same architecture and the
+same value for every config key except the metadata listed in NON_STRUCTURAL_KEYS and `vocab_size`.
+
+Vocabulary rule (the only difference allowed is padding of the embedding / lm_head rows):
+- the engine's vocabulary is the policy's (`vocab_size` of the policy checkpoint, V_p);
+- the shared vocabulary is S = min(V_p, V_r); the tokenizer must fit in it (checked by the config,
+  which sees the tokenizer), so every row past S is padding that no tokenizer id reaches;
+- tokens >= S are never sampled, in any row (w = 0 included): the reference could not even embed
+  such a token at the next step. This is the rule of `openrlhf_pilaf.ops.interpolated_sample`
+  (columns past its `vocab_size` are never sampled). Prompt token ids must be < S as well (every
+  tokenizer id is);
+- reference columns past V_p are dropped;
+- returned log-probs in the "policy" / "reference" modes are the model's own over its full
+  vocabulary (what a trainer recomputes); "sampled" ones are over the shared vocabulary.
+The "reference" log-probs mode needs V_r == V_p, so that the reference's log-probs are its own.
+
+Used twice: by the config on the driver (early errors, before any engine starts) and by the model
+inside the engine (authoritative: hf_overrides may have been written by hand).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from openrlhf_pilaf.engines.vllm_interp.names import INTERPOLATED_ARCHITECTURE
+
+# Keys that do not change the network a config describes (bookkeeping, token ids used by generation,
+# initialisation of untrained weights). Everything else must be equal.
+NON_STRUCTURAL_KEYS = frozenset(
+    {
+        "_name_or_path",
+        "architectures",
+        "transformers_version",
+        "torch_dtype",
+        "dtype",
+        "vocab_size",
+        "use_cache",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+        "initializer_range",
+        "output_attentions",
+        "output_hidden_states",
+        "return_dict",
+    }
+)
+
+
+class IncompatibleReferenceError(ValueError):
+    """The reference checkpoint cannot be interpolated with the policy; the message says why and where."""
+
+
+@dataclass(frozen=True)
+class VocabLayout:
+    policy: int  # V_p: columns of the engine's logits
+    reference: int  # V_r
+
+    @property
+    def shared(self) -> int:
+        return min(self.policy, self.reference)
+
+    @property
+    def banned_from(self) -> int | None:
+        """First engine column that is never sampled (past the shared vocabulary), or None when all may be."""
+        return self.shared if self.shared < self.policy else None
+
+
+def read_config_dict(path: str, what: str) -> dict[str, Any]:
+    """The raw config.json of a checkpoint (local directory or hub id), as transformers reads it."""
+    from transformers import PretrainedConfig
+
+    try:
+        config, _ = PretrainedConfig.get_config_dict(str(path))
+    except (OSError, ValueError) as e:
+        raise IncompatibleReferenceError(f"{what}: cannot read a model config at {path!r}: {e}") from None
+    return config
+
+
+def base_architecture(policy_config: dict[str, Any], what: str) -> str:
+    """The policy checkpoint's own architecture (first of `architectures`), which the engine wraps."""
+    archs = policy_config.get("architectures") or []
+    if not archs:
+        raise IncompatibleReferenceError(f"{what}: config.json has no `architectures`; cannot pick a vLLM model class")
+    if archs[0] == INTERPOLATED_ARCHITECTURE:
+        raise IncompatibleReferenceError(
+            f"{what}: config.json already names {INTERPOLATED_ARCHITECTURE}; point it at the plain policy checkpoint"
+        )
+    return str(archs[0])
+
+
+def _vocab_size(config: dict[str, Any], what: str) -> int:
+    v = config.get("vocab_size")
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise IncompatibleReferenceError(f"{what}: config.json has no positive integer `vocab_size` (got {v!r})")
+    return v
+
+
+def check_reference(
+    policy_config: dict[str, Any],
+    reference_config: dict[str, Any],
+    *,
+    base_arch: str,
+    reference_name: str,
+    same_vocab_required: bool = False,
+) -> VocabLayout:
+    """Raise IncompatibleReferenceError naming `reference_name` (the flag or key that holds the path)."""
+    ref_archs = reference_config.get("architectures") or []
+    if not ref_archs or ref_archs[0] != base_arch:
+        raise IncompatibleReferenceError(
+            f"{reference_name}: the reference is a {ref_archs[0] if ref_archs else 'model without `architectures`'}, "
+            f"the policy a {base_arch}; both halves of an interpolated engine must be the same architecture"
+        )
+    diffs = []
+    for key in sorted((set(policy_config) | set(reference_config)) - NON_STRUCTURAL_KEYS):
+        a, b = policy_config.get(key, "<absent>"), reference_config.get(key, "<absent>")
+        if a != b:
+            diffs.append(f"{key}: policy {a!r} vs reference {b!r}")
+    if diffs:
+        shown = "; ".join(diffs[:8]) + (f"; ... ({len(diffs)} keys in all)" if len(diffs) > 8 else "")
+        raise IncompatibleReferenceError(
+            f"{reference_name}: the reference's config differs from the policy's in {shown}. Both halves must be "
+            "the same network (only vocabulary padding may differ)"
+        )
+    layout = VocabLayout(_vocab_size(policy_config, "policy"), _vocab_size(reference_config, reference_name))
+    if same_vocab_required and layout.policy != layout.reference:
+        raise IncompatibleReferenceError(
+            f"{reference_name}: logprobs mode 'reference' needs equal vocabularies so that the returned log-probs "
+            f"are the reference's own; policy vocab_size {layout.policy}, reference {layout.reference}"
+        )
+    return layout
+
+
+def check_tokenizer_fits(tokenizer_size: int, layout: VocabLayout, reference_name: str) -> None:
+    """The vocabularies may differ only in padding: every id the tokenizer emits needs both logits."""
+    if tokenizer_size > layout.shared:
+        raise IncompatibleReferenceError(
+            f"{reference_name}: the tokenizer has {tokenizer_size} tokens but the policy has {layout.policy} and the "
+            f"reference {layout.reference} vocabulary rows; vocabularies may differ only in padding past the tokenizer"
+        )

@@ -1,0 +1,124 @@
+"""`InterpolatedEngineConfig`: turn OpenRLHF's vLLM rollout engines into policy + reference engines.
+
+    cfg = InterpolatedEngineConfig(reference_path="/ckpt/sft", logprobs="policy")
+    engines = create_vllm_engines(..., pretrain="/ckpt/policy",
+                                  worker_extension_cls=PILAF_WORKER_EXTENSION,
+                                  engine_kwargs=cfg.engine_kwargs("/ckpt/policy"))
+    SamplingParams(..., extra_args={"pilaf_w": 0.1})   # PILAF's pi_plus for beta = 0.1
+
+`engine_kwargs` checks the pair of checkpoints on the driver (same network, vocabularies that differ
+only in padding, the plugin registered) so that a bad pair fails here, not 60 s into an engine start;
+the model repeats the structural checks inside the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from openrlhf_pilaf.engines.vllm_interp import compat
+from openrlhf_pilaf.engines.vllm_interp.names import (
+    HF_BASE_ARCHITECTURE,
+    HF_DEFAULT_W,
+    HF_LOGPROBS,
+    HF_REFERENCE_PATH,
+    INTERPOLATED_ARCHITECTURE,
+    LOGITS_PROCESSOR,
+    W_KEY,
+)
+from openrlhf_pilaf.engines.vllm_interp.semantics import LogprobsMode, check_w, semantics_of
+from openrlhf_pilaf.utils.config_cli import check_choices, flag_name
+
+
+def _flag(name: str) -> str:
+    return flag_name(InterpolatedEngineConfig, name)
+
+
+@dataclass
+class InterpolatedEngineConfig:
+    """One vLLM engine holding the policy and a frozen reference, sampling each request at its own w."""
+
+    cli_group: ClassVar[str] = "interp"
+
+    reference_path: str = field(
+        metadata={
+            "help": "checkpoint of the frozen reference model (local directory or hub id): same architecture and "
+            "config as the policy, vocabulary padding aside. Loaded once at engine start; weight syncs never touch it",
+            "metavar": "PATH",
+        }
+    )
+    default_w: float = field(
+        default=0.0,
+        metadata={
+            "help": f"w of requests without SamplingParams.extra_args['{W_KEY}']: "
+            "logits (1 + w) * h_policy - w * h_ref; 0 = the policy, -1 = the reference, "
+            "+beta / -beta = PILAF's pi_plus / pi_minus",
+            "metavar": "W",
+        },
+    )
+    logprobs: LogprobsMode = field(
+        default="policy",
+        metadata={
+            "help": "what the returned token log-probs describe. policy: the policy's own at temperature 1, whatever "
+            "the request's w (vLLM raw_logprobs; what a plain engine returns). sampled: the distribution the token "
+            "was drawn from, w, temperature and top-k/top-p included (processed_logprobs). reference: the "
+            "reference's own at temperature 1 (needs equal vocab sizes). Prompt log-probs are the policy's "
+            "(the reference's in 'reference' mode) in every mode"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        if not isinstance(self.reference_path, str) or not self.reference_path.strip():
+            raise ValueError(f"{_flag('reference_path')}: give the reference checkpoint (got {self.reference_path!r})")
+        self.default_w = check_w(self.default_w, _flag("default_w"))
+
+    def hf_overrides(self, base_architecture: str) -> dict[str, Any]:
+        """The engine's `hf_overrides`: select our architecture and carry the settings into the engine."""
+        return {
+            "architectures": [INTERPOLATED_ARCHITECTURE],
+            HF_BASE_ARCHITECTURE: base_architecture,
+            HF_REFERENCE_PATH: self.reference_path,
+            HF_DEFAULT_W: self.default_w,
+            HF_LOGPROBS: self.logprobs,
+        }
+
+    def engine_kwargs(self, policy_path: str, tokenizer_path: str | None = None) -> dict[str, Any]:
+        """vLLM engine arguments for `create_vllm_engines(..., engine_kwargs=...)` (or `vllm.LLM(**...)`).
+
+        Checks the policy / reference pair and that every tokenizer id has both logits (tokenizer
+        from `tokenizer_path`, default the policy's directory as OpenRLHF does); raises
+        `compat.IncompatibleReferenceError` naming the flag. Note that `create_vllm_engines`'s own
+        `logprobs_mode` argument overrides `engine_kwargs`: leave it unset (the engine refuses to start
+        on a mismatch rather than return log-probs of another distribution).
+        """
+        from openrlhf_pilaf.engines.vllm_interp.plugin import check_registered
+
+        check_registered()
+        policy_cfg = compat.read_config_dict(policy_path, "policy (pretrain)")
+        base = compat.base_architecture(policy_cfg, "policy (pretrain)")
+        reference_cfg = compat.read_config_dict(self.reference_path, _flag("reference_path"))
+        layout = compat.check_reference(
+            policy_cfg,
+            reference_cfg,
+            base_arch=base,
+            reference_name=_flag("reference_path"),
+            same_vocab_required=self.logprobs == "reference",
+        )
+        compat.check_tokenizer_fits(_tokenizer_size(tokenizer_path or policy_path), layout, _flag("reference_path"))
+        return {
+            "hf_overrides": self.hf_overrides(base),
+            "logits_processors": [LOGITS_PROCESSOR],
+            "logprobs_mode": semantics_of(self.logprobs).vllm_logprobs_mode,
+        }
+
+
+def _tokenizer_size(path: str) -> int:
+    from transformers import AutoTokenizer
+
+    try:
+        return len(AutoTokenizer.from_pretrained(path))
+    except (OSError, ValueError) as e:
+        raise compat.IncompatibleReferenceError(
+            f"cannot load the tokenizer at {path!r} to check vocab sizes: {e}"
+        ) from e

@@ -1,0 +1,73 @@
+"""What the interpolated engine's numbers mean: the weight w, and which distribution log-probs describe.
+
+Every row is sampled from
+
+    z(w) = (1 + w) * h_policy - w * h_ref            (then temperature, top-k / top-p, as vLLM does)
+
+but vLLM returns one set of log-probs per token, engine-wide. The model's `compute_logits` returns
+the interpolation at a fixed "base" weight w_base, and the logits processor moves each row to its own w:
+
+    z(w) = z(w_base) + (w - w_base) * (h_policy - h_ref)
+
+vLLM's `raw_logprobs` are taken before any processor, so they describe z(w_base) whatever the
+requests' w; `processed_logprobs` are taken after processors, temperature and top-k / top-p, so they
+describe the distribution each token was drawn from. The three modes offered:
+
+| mode        | engine logprobs_mode  | w_base | returned token (and prompt) log-probs                         |
+|-------------|-----------------------|--------|----------------------------------------------------------------|
+| "policy"    | raw_logprobs          | 0      | the policy's own, temperature 1 (what a plain engine returns)  |
+| "sampled"   | processed_logprobs    | 0      | the sampled distribution: w, temperature, top-k/top-p included |
+| "reference" | raw_logprobs          | -1     | the reference's own, temperature 1                             |
+
+Prompt log-probs never pass through logits processors: they are the base model's (the policy's, or
+the reference's in "reference" mode) in every mode.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Literal, NamedTuple
+
+from openrlhf_pilaf.engines.vllm_interp.names import W_KEY
+
+LogprobsMode = Literal["policy", "sampled", "reference"]
+
+
+class LogprobsSemantics(NamedTuple):
+    vllm_logprobs_mode: str  # vLLM's engine argument `logprobs_mode`
+    w_base: float  # the weight of the logits compute_logits returns
+
+
+LOGPROBS_MODES: dict[str, LogprobsSemantics] = {
+    "policy": LogprobsSemantics("raw_logprobs", 0.0),
+    "sampled": LogprobsSemantics("processed_logprobs", 0.0),
+    "reference": LogprobsSemantics("raw_logprobs", -1.0),
+}
+
+
+def semantics_of(mode: str) -> LogprobsSemantics:
+    if mode not in LOGPROBS_MODES:
+        raise ValueError(f"logprobs mode {mode!r} is not one of {list(LOGPROBS_MODES)}")
+    return LOGPROBS_MODES[mode]
+
+
+def check_w(value: object, where: str) -> float:
+    """`value` as a float w, or ValueError saying `where` it came from.
+
+    Accepts Python / NumPy reals; rejects bools (True is not a weight), strings and non-finite
+    values, which would turn every logit of the row into NaN or +-inf.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{where}: the interpolation weight must be a finite real number, got {value!r}")
+    w = float(value)
+    if not math.isfinite(w):
+        raise ValueError(f"{where}: the interpolation weight must be finite, got {w}")
+    return w
+
+
+def request_w(extra_args: dict | None, default: float) -> float:
+    """The w of one request: `SamplingParams.extra_args[W_KEY]`, or the engine's default when absent."""
+    if not extra_args or W_KEY not in extra_args:
+        return default
+    return check_w(extra_args[W_KEY], f"SamplingParams.extra_args[{W_KEY!r}]")

