@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from scipy.stats import chisquare
 
 from openrlhf_pilaf.ops import exact_distribution, interpolated_sample
+from tests.stats import chisquare_pvalue
 
 N = 200_000
 ALPHA = 1e-3
@@ -26,28 +26,6 @@ CASES = {  # name: (vocabulary size, sampling parameters)
     "top_p": (32, {"top_p": 0.9}),
     "top_k+top_p": (64, {"top_k": 20, "top_p": 0.9, "temperature": 1.2}),
 }
-
-
-def chisquare_pvalue(tokens: torch.Tensor, probs: torch.Tensor) -> float:
-    """Chi-square p-value of the draws against probs [V]; bins expected below 5 are pooled."""
-    counts = torch.bincount(tokens, minlength=probs.numel()).double()
-    zero = probs == 0
-    assert counts[zero].sum() == 0, f"tokens of probability 0 were drawn: {torch.nonzero(counts * zero).flatten()}"
-    obs, exp = counts[~zero], probs[~zero] * tokens.numel()
-    small = exp < 5
-    if small.any():
-        pooled_obs, pooled_exp = obs[small].sum(), exp[small].sum()
-        obs, exp = obs[~small], exp[~small]
-        if pooled_exp >= 5 or obs.numel() == 0:
-            obs, exp = torch.cat([obs, pooled_obs[None]]), torch.cat([exp, pooled_exp[None]])
-        else:  # still too small on its own: fold into the smallest remaining bin
-            i = int(exp.argmin())
-            obs[i] += pooled_obs
-            exp[i] += pooled_exp
-    if obs.numel() < 2:
-        return 1.0  # a single possible outcome: nothing to test
-    exp = exp * (obs.sum() / exp.sum())  # rounding of the float64 probabilities
-    return float(chisquare(obs.numpy(), exp.numpy()).pvalue)
 
 
 def _draw(vocab: int, w: float, seed: int, params: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -19,12 +19,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from openrlhf_pilaf.engines.vllm_interp.exact import hf_logits, interpolated_logits, interpolated_logprobs
 from openrlhf_pilaf.engines.vllm_interp.names import W_KEY
+from tests.stats import chisquare_pvalue
 
 pytestmark = [pytest.mark.vllm]
 
@@ -231,6 +231,43 @@ class TestSampledLogprobs:
         # the engine is still serving
         assert len(engine.generate([prompt], _params(0.1, max_tokens=2), use_tqdm=False)[0].outputs[0].token_ids) == 2
 
+    def test_generation_interface_agrees_with_the_pytorch_engine(self, engine, hf):
+        """The same plan through VllmGenerationEngine and TorchInterpolatedEngine (the reference implementation):
+        greedy tokens equal, stops equal, and the scorer-filled log-probs are the models' own."""
+        from openrlhf_pilaf.engines.interface import GenerationParams, GenerationPlan
+        from openrlhf_pilaf.engines.torch_engine import TorchInterpolatedEngine
+        from openrlhf_pilaf.engines.vllm_generation import VllmGenerationEngine
+
+        pad = hf.tok.pad_token_id
+        ours = VllmGenerationEngine(
+            engine, logprobs="sampled", scorers={"policy": hf.policy, "reference": hf.reference}, pad_token_id=pad
+        )
+        torch_engine = TorchInterpolatedEngine(hf.policy, hf.reference, pad_token_id=pad, eos_token_id=None)
+        plan = GenerationPlan.grid(hf.prompt_ids(3), (0.0, 0.1, -0.1, -1.0, 1.0))
+        greedy = GenerationParams(max_new_tokens=8, top_k=1, stop_token_ids=(hf.tok.eos_token_id,))
+        from_vllm = ours.generate(plan, greedy)
+        from_torch = torch_engine.generate(plan, greedy)
+        assert [s.token_ids for s in from_vllm] == [s.token_ids for s in from_torch]
+        # a stop token that ends some rows early, in both engines alike
+        stop = from_torch[0].token_ids[1]
+        params = GenerationParams(max_new_tokens=8, top_k=1, stop_token_ids=(stop,))
+        cut_vllm, cut_torch = ours.generate(plan, params), torch_engine.generate(plan, params)
+        assert [(s.token_ids, s.finish_reason) for s in cut_vllm] == [(s.token_ids, s.finish_reason) for s in cut_torch]
+        assert cut_vllm[0].finish_reason == "stop"
+        # scorer-filled log-probs: the models' own (full vocabularies), teacher-forced
+        for s in from_vllm:
+            seq = s.prompt_ids + s.token_ids
+            rows = slice(len(s.prompt_ids) - 1, len(seq) - 1)
+            idx = torch.tensor(s.token_ids)[:, None]
+            for field, logits in (("policy_logprobs", hf.logits(seq)[0]), ("reference_logprobs", hf.logits(seq)[1])):
+                want = torch.log_softmax(logits, -1)[rows].gather(-1, idx).squeeze(-1)
+                got = torch.tensor(getattr(s, field), dtype=torch.float64)
+                assert (got - want).abs().max().item() < LOGPROB_TOL, field
+        with pytest.raises(ValueError, match="need a scorer"):
+            VllmGenerationEngine(engine, logprobs="sampled").generate(plan, greedy)
+        with pytest.raises(ValueError, match="seeded when created"):
+            ours.generate(plan, GenerationParams(max_new_tokens=2, seed=1))
+
     def test_fingerprints_per_half(self, engine):
         (prints,) = engine.collective_rpc("pilaf_weight_fingerprints")
         assert set(prints) == {"policy", "reference"}
@@ -239,30 +276,6 @@ class TestSampledLogprobs:
 
 
 # ---------------------------------------------------------------- 2. "policy" (default) and the draws themselves
-
-
-def _chi_square_p(counts: np.ndarray, probs: np.ndarray, min_expected: float = 5.0) -> float:
-    """Pearson goodness of fit; bins expected below `min_expected` are pooled into one (zero-probability
-    bins included: a draw there gives p = 0)."""
-    from scipy import stats
-
-    n = counts.sum()
-    expected = probs / probs.sum() * n
-    small = expected < min_expected
-    obs = list(counts[~small])
-    exp = list(expected[~small])
-    pooled_obs, pooled_exp = counts[small].sum(), expected[small].sum()
-    if pooled_exp == 0:
-        if pooled_obs > 0:
-            return 0.0
-    elif pooled_exp < min_expected and exp:  # still small: fold it into the smallest large bin
-        i = int(np.argmin(exp))
-        obs[i] += pooled_obs
-        exp[i] += pooled_exp
-    else:
-        obs.append(pooled_obs)
-        exp.append(pooled_exp)
-    return float(stats.chisquare(np.array(obs, dtype=float), np.array(exp, dtype=float)).pvalue)
 
 
 class TestPolicyLogprobsQwen2:
@@ -318,15 +331,13 @@ class TestPolicyLogprobsQwen2:
         params = [_params(ws[i % len(ws)], max_tokens=1, n=CHI2_FANOUT) for i in range(per_w * len(ws))]
         outputs = engine.generate([{"prompt_token_ids": prompt}] * len(params), params, use_tqdm=False)
         hp, hr = (h[-1] for h in hf.logits(prompt))
-        vocab = hp.shape[-1]
         for j, w in enumerate(ws):
             drawn = [c.token_ids[0] for out in outputs[j :: len(ws)] for c in out.outputs]
-            counts = np.bincount(drawn, minlength=vocab)
-            assert counts.sum() == CHI2_DRAWS
-            exact = torch.softmax(interpolated_logits(hp, hr, w), -1).numpy()
-            p_right = _chi_square_p(counts, exact)
+            assert len(drawn) == CHI2_DRAWS
+            drawn = torch.tensor(drawn)
+            p_right = chisquare_pvalue(drawn, torch.softmax(interpolated_logits(hp, hr, w), -1))
             wrong_w = -w if w != 0 else -1.0  # the sign flipped (w = 0: the reference instead)
-            p_wrong = _chi_square_p(counts, torch.softmax(interpolated_logits(hp, hr, wrong_w), -1).numpy())
+            p_wrong = chisquare_pvalue(drawn, torch.softmax(interpolated_logits(hp, hr, wrong_w), -1))
             print(f"w={w:+.1f}: chi-square p = {p_right:.3g} (exact), {p_wrong:.3g} (w={wrong_w:+.1f})")
             assert p_right > CHI2_ALPHA, (w, p_right)
             assert p_wrong < POWER_P_MAX, (w, p_wrong)

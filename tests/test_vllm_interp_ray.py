@@ -173,3 +173,29 @@ def test_weight_sync_updates_the_policy_half_only(ray_cluster, engine, tokenizer
     assert worst < LOGPROB_TOL, worst
     stale, _ = _rollout_errors(ray_cluster, engine, tokenizer, _hf(checkpoints["policy"]), reference_hf)
     assert stale > 0.1  # and no longer the old policy
+
+
+def test_generation_interface_over_rollout_actors(ray_cluster, engine, tokenizer, checkpoints):
+    """RayVllmGenerationEngine: a mixed plan through OpenRLHF's actor, then its own weight sync back to the
+    original policy (the previous test left policy_alt in the engine)."""
+    from openrlhf_pilaf.engines.interface import GenerationParams, GenerationPlan
+    from openrlhf_pilaf.engines.vllm_generation import RayVllmGenerationEngine
+
+    policy_hf, reference_hf = _hf(checkpoints["policy"]), _hf(checkpoints["reference"])
+    ours = RayVllmGenerationEngine(
+        [engine], logprobs="sampled", scorers={"policy": policy_hf}, pad_token_id=tokenizer.pad_token_id
+    )
+    assert ours.update_policy(policy_hf.named_parameters()) == len(list(policy_hf.parameters()))
+    prompts = [tokenizer(p, add_special_tokens=False).input_ids for p in _prompts(tokenizer, 2)]
+    plan = GenerationPlan.grid(prompts, MIXED_W)
+    samples = ours.generate(plan, GenerationParams(max_new_tokens=6, reference_logprobs=False))
+    assert [(s.prompt, s.w) for s in samples] == [(x.prompt, x.w) for x in plan.samples]
+    worst = 0.0
+    for s in samples:
+        seq = s.prompt_ids + s.token_ids
+        exact = interpolated_logprobs(hf_logits(policy_hf, seq), hf_logits(reference_hf, seq), s.w)
+        want = exact[len(s.prompt_ids) - 1 : -1].gather(-1, torch.tensor(s.token_ids)[:, None]).squeeze(-1)
+        worst = max(worst, (torch.tensor(s.sampled_logprobs, dtype=torch.float64) - want).abs().max().item())
+        assert s.reference_logprobs is None and len(s.policy_logprobs) == len(s.token_ids)  # filled by the scorer
+    print(f"generation interface over the Ray actor, after its own sync: max |log-prob - exact| = {worst:.2e}")
+    assert worst < LOGPROB_TOL, worst

@@ -1,0 +1,127 @@
+"""The one generation interface every engine implements and every sampler calls.
+
+Samplers (vanilla, best-of-n, hybrid, PILAF) differ only in which prompt gets how many samples at
+which weight w, so they hand an engine a `GenerationPlan`:
+
+    plan = GenerationPlan(prompts=[ids_a, ids_b], samples=[SampleSpec(0, 0.0), SampleSpec(0, 0.0),
+                                                           SampleSpec(1, +0.1), SampleSpec(1, -0.1)])
+    results = engine.generate(plan, GenerationParams(max_new_tokens=256))
+
+and get back one `GeneratedSample` per `SampleSpec`, in plan order. Each row is drawn from
+softmax(((1 + w) * h_policy - w * h_ref) / T) after top-k / top-p: w = 0 the policy, w = -1 the
+reference, w = +beta / -beta PILAF's pi_plus / pi_minus.
+
+Log-probs are explicit about whose they are (never one ambiguous "logprobs" field):
+- `policy_logprobs`: log pi_policy(token | prefix) at temperature 1, no top-k / top-p;
+- `reference_logprobs`: the same under the reference;
+- `sampled_logprobs`: under the distribution the token was drawn from (w, temperature, top-k / top-p).
+An engine fills what it computes and leaves the rest None; `engines.scoring` fills the others by a
+teacher-forced forward (what OpenRLHF's reference actor does), so a DPO implicit reward
+beta * (policy - reference) is always computable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from openrlhf_pilaf.engines.vllm_interp.semantics import check_w
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """One sequence to generate: from prompt `plan.prompts[prompt]` at interpolation weight `w`."""
+
+    prompt: int
+    w: float = 0.0
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    """Prompts as token ids (chat template applied, no padding) and the samples wanted from them."""
+
+    prompts: Sequence[Sequence[int]]
+    samples: Sequence[SampleSpec]
+
+    def __post_init__(self) -> None:
+        for i, p in enumerate(self.prompts):
+            if len(p) == 0:
+                raise ValueError(f"prompt {i} is empty: every sample needs at least one prompt token")
+            if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in p):
+                raise ValueError(f"prompt {i}: token ids must be non-negative ints")
+        for j, s in enumerate(self.samples):
+            if not isinstance(s, SampleSpec):
+                raise ValueError(f"samples[{j}] is a {type(s).__name__}, not a SampleSpec")
+            if not 0 <= s.prompt < len(self.prompts):
+                raise ValueError(f"samples[{j}] asks for prompt {s.prompt}, but the plan has {len(self.prompts)}")
+            check_w(s.w, f"samples[{j}].w")
+
+    @classmethod
+    def grid(cls, prompts: Sequence[Sequence[int]], ws: Sequence[float]) -> GenerationPlan:
+        """Every prompt at every w in `ws` (repeat a w for several samples at it), prompt-major."""
+        return cls(prompts, [SampleSpec(i, float(w)) for i in range(len(prompts)) for w in ws])
+
+    @property
+    def uses_reference(self) -> bool:
+        return any(s.w != 0 for s in self.samples)
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Decoding settings shared by every row of a plan."""
+
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    # Token ids that end a sequence (kept as its last token); None: the tokenizer's EOS.
+    stop_token_ids: tuple[int, ...] | None = None
+    seed: int | None = None
+    # Also return the reference's log-probs for every token. Off lets an engine run the reference only on
+    # rows with w != 0 (a vanilla batch then costs one model, a PILAF batch about 1.5).
+    reference_logprobs: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an int >= 1, got {self.max_new_tokens!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature!r} (use top_k=1 for greedy decoding)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"top_k must be an int >= 0 (0 disables it), got {self.top_k!r}")
+        if self.stop_token_ids is not None:
+            object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+
+
+@dataclass
+class GeneratedSample:
+    """One generated sequence and the log-probs of each of its tokens (lists of len(token_ids))."""
+
+    prompt: int
+    w: float
+    prompt_ids: list[int]
+    token_ids: list[int]
+    finish_reason: FinishReason
+    policy_logprobs: list[float] | None = None
+    reference_logprobs: list[float] | None = None
+    sampled_logprobs: list[float] | None = None
+    extra: dict = field(default_factory=dict)
+
+    def implicit_reward(self, beta: float) -> float:
+        """DPO's implicit reward beta * sum_t (log pi - log pi_ref) of the response."""
+        if self.policy_logprobs is None or self.reference_logprobs is None:
+            raise ValueError("implicit_reward needs policy and reference log-probs; fill them with engines.scoring")
+        return beta * (sum(self.policy_logprobs) - sum(self.reference_logprobs))
+
+
+@runtime_checkable
+class GenerationEngine(Protocol):
+    """What samplers need from an engine."""
+
+    def generate(self, plan: GenerationPlan, params: GenerationParams) -> list[GeneratedSample]:
+        """One GeneratedSample per plan.samples entry, in order."""
+        ...

@@ -1,0 +1,350 @@
+"""`TorchInterpolatedEngine`: interpolated decoding of two Hugging Face models, no vLLM needed.
+
+The fallback when vLLM is absent or its internals change, and the reference implementation the vLLM
+engine is tested against. Rows of a batch decode in lockstep: one prefill of the left-padded prompts
+per model, then one single-token forward per model per step, each model with its own KV cache, and
+one `ops.interpolated_sample` call per step that interpolates with each row's w, samples, and returns
+the policy's and the reference's log-probs of the drawn token (so no second scoring pass is needed).
+Rows stop at a stop token or at max_new_tokens; finished rows keep decoding padding (lockstep) until
+every row of the batch is done.
+
+Unless reference log-probs are asked for, the reference runs only on the rows with w != 0 (its own
+KV cache holds just those rows): a vanilla batch costs one model, a PILAF batch (half its rows at
+w = 0) about 1.5. On CUDA (`cache="static"`, `compile=True`) the KV caches are
+preallocated and the single-token forward is compiled with CUDA graphs ("reduce-overhead"), and the
+sampling step uses the fused Triton kernel; on CPU the plain dynamic cache and PyTorch sampling are
+used.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from openrlhf_pilaf.engines.interface import GeneratedSample, GenerationParams, GenerationPlan, SampleSpec
+from openrlhf_pilaf.ops import interpolated_sample
+
+logger = logging.getLogger(__name__)
+
+CacheKind = Literal["dynamic", "static"]
+
+
+@dataclass(frozen=True)
+class _Batch:
+    specs: list[SampleSpec]
+    input_ids: torch.Tensor  # [B, L] left-padded prompts
+    attention_mask: torch.Tensor  # [B, L + max_new] 1 on real tokens; decode steps switch their column on
+    positions: torch.Tensor  # [B, L] position ids of the prompt tokens (0 at each row's first real token)
+    w: torch.Tensor  # [B] float32
+
+
+class TorchInterpolatedEngine:
+    """Policy + reference (two `PreTrainedModel`s on one device) decoding rows at their own w.
+
+    Args:
+        policy, reference: causal LMs with the same tokenizer (the reference may have a padded
+            vocabulary; columns past the narrower width are never sampled). `reference` may be None
+            for an engine that only serves w = 0.
+        pad_token_id, eos_token_id: from the tokenizer; eos is the default stop token.
+        max_batch_size: rows decoded together; larger plans run in consecutive batches.
+        cache: "dynamic" (transformers' DynamicCache, any device) or "static" (preallocated, needed
+            for CUDA graphs).
+        compile: compile the single-token forward with torch.compile(mode="reduce-overhead");
+            needs cache="static".
+        sampling_backend: `ops.interpolated_sample` backend ("auto": Triton on CUDA).
+    """
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        reference: nn.Module | None,
+        *,
+        pad_token_id: int,
+        eos_token_id: int | None,
+        max_batch_size: int = 64,
+        cache: CacheKind = "dynamic",
+        compile: bool = False,
+        sampling_backend: str = "auto",
+    ):
+        if cache not in ("dynamic", "static"):
+            raise ValueError(f"cache must be 'dynamic' or 'static', got {cache!r}")
+        if compile and cache != "static":
+            raise ValueError("compile=True needs cache='static' (CUDA graphs need fixed-shape KV caches)")
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        self.policy = policy.eval()
+        self.reference = reference.eval() if reference is not None else None
+        self.device = next(policy.parameters()).device
+        if self.reference is not None:
+            ref_device = next(self.reference.parameters()).device
+            if ref_device != self.device:
+                raise ValueError(f"policy on {self.device} but reference on {ref_device}: put both on one device")
+            _check_same_network(self.policy, self.reference)
+        self.pad_token_id = int(pad_token_id)
+        self.eos_token_id = eos_token_id
+        self.max_batch_size = max_batch_size
+        self.cache = cache
+        self.sampling_backend = sampling_backend
+        # Columns past the narrower vocabulary are padding no tokenizer id reaches: never sampled, in any row
+        # (w = 0 included), the rule of the vLLM engine (vllm_interp/compat.py).
+        self.vocab_size = min(_vocab_size(m) for m in self._models().values())
+        self._step_fns: dict[str, nn.Module] = {}
+        if compile:
+            for name, model in self._models().items():
+                self._step_fns[name] = torch.compile(model, mode="reduce-overhead", dynamic=False)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        policy_path: str,
+        reference_path: str | None,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        tokenizer_path: str | None = None,
+        **kwargs,
+    ) -> TorchInterpolatedEngine:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(tokenizer_path or policy_path)
+        if tok.pad_token_id is None and tok.eos_token_id is None:
+            raise ValueError(f"the tokenizer at {tokenizer_path or policy_path!r} has neither a pad nor an eos token")
+
+        def load(path: str) -> nn.Module:
+            return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+
+        return cls(
+            load(policy_path),
+            load(reference_path) if reference_path is not None else None,
+            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+            eos_token_id=tok.eos_token_id,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------ public
+    @torch.no_grad()
+    def generate(self, plan: GenerationPlan, params: GenerationParams) -> list[GeneratedSample]:
+        if plan.uses_reference and self.reference is None:
+            raise ValueError("the plan has rows with w != 0 but this engine was built without a reference model")
+        stop_ids = params.stop_token_ids if params.stop_token_ids is not None else (self.eos_token_id,)
+        if any(t is None for t in stop_ids):
+            raise ValueError("no stop token: the tokenizer has no eos token; set GenerationParams.stop_token_ids")
+        generator = None
+        if params.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        specs = list(plan.samples)
+        results: list[GeneratedSample] = []
+        for start in range(0, len(specs), self.max_batch_size):
+            batch = self._batch(plan, specs[start : start + self.max_batch_size], params.max_new_tokens)
+            results.extend(self._decode(plan, batch, params, torch.tensor(stop_ids, device=self.device), generator))
+        return results
+
+    @torch.no_grad()
+    def update_policy(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
+        """Copy trained weights into the policy (names as in its state_dict); the reference never changes.
+
+        Every policy parameter must arrive exactly once, with its shape: a partial sync would decode
+        from a model that is half old, half new.
+        """
+        own = dict(self.policy.named_parameters())
+        seen: set[str] = set()
+        for name, tensor in named_tensors:
+            if name not in own:
+                raise KeyError(f"synced weight {name!r} is not a policy parameter")
+            if tuple(tensor.shape) != tuple(own[name].shape):
+                raise ValueError(f"synced weight {name!r} has shape {tuple(tensor.shape)}, expected {own[name].shape}")
+            own[name].copy_(tensor)
+            seen.add(name)
+        missing = sorted(set(own) - seen)
+        if missing:
+            raise ValueError(f"weight sync left {len(missing)} policy parameters stale, e.g. {missing[:3]}")
+        return len(seen)
+
+    # ------------------------------------------------------------------ internals
+    def _models(self) -> dict[str, nn.Module]:
+        models = {"policy": self.policy}
+        if self.reference is not None:
+            models["reference"] = self.reference
+        return models
+
+    def _batch(self, plan: GenerationPlan, specs: list[SampleSpec], max_new: int) -> _Batch:
+        prompts = [plan.prompts[s.prompt] for s in specs]
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(specs), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(specs), width + max_new), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            input_ids[i, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
+            mask[i, width - len(p) : width] = 1
+        positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)
+        w = torch.tensor([s.w for s in specs], dtype=torch.float32)
+        return _Batch(
+            specs,
+            input_ids.to(self.device),
+            mask.to(self.device),
+            positions.to(self.device),
+            w.to(self.device),
+        )
+
+    def _new_cache(self, model: nn.Module, batch: int, length: int):
+        from transformers import DynamicCache, StaticCache
+
+        if self.cache == "dynamic":
+            return DynamicCache(config=model.config)
+        cache = StaticCache(config=model.config, max_cache_len=length)
+        del batch  # StaticCache allocates lazily from the first forward's shapes
+        return cache
+
+    def _forward(self, name: str, model: nn.Module, ids, mask, positions, cache, decode: bool) -> torch.Tensor:
+        fn = self._step_fns.get(name) if decode else None
+        out = (fn if fn is not None else model)(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1]
+
+    def _reference_rows(self, batch: _Batch, params: GenerationParams) -> torch.Tensor | bool | None:
+        """Rows the reference must run on: all (None), a subset (index tensor), or none (False).
+
+        Sampling needs h_ref only where w != 0; its log-probs are needed everywhere only when asked for.
+        So a PILAF batch (half w = 0) runs the reference on half the rows, a vanilla batch not at all.
+        """
+        if self.reference is None:
+            return False
+        if params.reference_logprobs:
+            return None
+        needed = batch.w != 0
+        count = int(needed.sum())
+        if count == 0:
+            return False
+        return None if count == len(needed) else needed.nonzero().squeeze(1)
+
+    def _decode(
+        self,
+        plan: GenerationPlan,
+        batch: _Batch,
+        params: GenerationParams,
+        stop_ids: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> list[GeneratedSample]:
+        rows, width = batch.input_ids.shape
+        max_new = params.max_new_tokens
+        total = width + max_new
+        ref_rows = self._reference_rows(batch, params)
+        # model name -> (model, its rows of the batch: None = all)
+        models: dict[str, tuple[nn.Module, torch.Tensor | None]] = {"policy": (self.policy, None)}
+        if ref_rows is not False:
+            models["reference"] = (self.reference, ref_rows)
+        caches = {name: self._new_cache(m, rows, total) for name, (m, _) in models.items()}
+        # A static cache is read through a mask over all its slots (unwritten ones are 0), so every decode
+        # step has the same shapes; a dynamic cache grows and takes the mask up to the current length.
+        mask_len = (lambda n: total) if self.cache == "static" else (lambda n: n)
+        mask = batch.attention_mask.clone()
+
+        def pick(x: torch.Tensor, sub: torch.Tensor | None) -> torch.Tensor:
+            return x if sub is None else x.index_select(0, sub)
+
+        def forward_all(ids: torch.Tensor, n_mask: int, positions: torch.Tensor, decode: bool) -> dict:
+            out = {}
+            for name, (m, sub) in models.items():
+                out[name] = self._forward(
+                    name,
+                    m,
+                    pick(ids, sub),
+                    pick(mask[:, :n_mask], sub),
+                    pick(positions, sub),
+                    caches[name],
+                    decode,
+                )
+            if isinstance(ref_rows, torch.Tensor):  # rows at w = 0 never read h_ref (ops contract): zeros there
+                full = out["reference"].new_zeros(rows, out["reference"].shape[-1])
+                out["reference"] = full.index_copy_(0, ref_rows, out["reference"])
+            return out
+
+        logits = forward_all(batch.input_ids, mask_len(width), batch.positions, decode=False)
+        w = batch.w if "reference" in models else 0.0
+        keep_reference_lp = "reference" in models and ref_rows is None
+
+        tokens = torch.full((rows, max_new), self.pad_token_id, dtype=torch.long, device=self.device)
+        policy_lp = torch.zeros((rows, max_new), dtype=torch.float32, device=self.device)
+        reference_lp = torch.zeros_like(policy_lp) if keep_reference_lp else None
+        sampled_lp = torch.zeros_like(policy_lp)
+        finished = torch.zeros(rows, dtype=torch.bool, device=self.device)
+        lengths = torch.full((rows,), max_new, dtype=torch.long, device=self.device)
+        position = batch.positions[:, -1:] + 1
+        steps = 0
+        for t in range(max_new):
+            drawn = interpolated_sample(
+                logits["policy"],
+                logits.get("reference"),
+                w,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=params.top_k,
+                generator=generator,
+                vocab_size=self.vocab_size,
+                backend=self.sampling_backend,
+            )
+            tok = torch.where(finished, self.pad_token_id, drawn.token_ids)
+            tokens[:, t] = tok
+            policy_lp[:, t] = drawn.policy_logprob
+            sampled_lp[:, t] = drawn.sampled_logprob
+            if reference_lp is not None:
+                reference_lp[:, t] = drawn.ref_logprob
+            stopped = torch.isin(tok, stop_ids) & ~finished
+            lengths = torch.where(stopped, t + 1, lengths)
+            finished |= stopped
+            steps = t + 1
+            if t == max_new - 1 or bool(finished.all()):
+                break
+            mask[:, width + t] = 1
+            logits = forward_all(tok[:, None], mask_len(width + t + 1), position, decode=True)
+            position = position + 1
+        ref_desc = "all" if ref_rows is None else "none" if ref_rows is False else f"{len(ref_rows)}"
+        logger.debug("decoded %d rows for %d steps (reference rows: %s)", rows, steps, ref_desc)
+        return self._collect(plan, batch, tokens, lengths, finished, policy_lp, reference_lp, sampled_lp)
+
+    def _collect(self, plan, batch, tokens, lengths, finished, policy_lp, reference_lp, sampled_lp):
+        tokens, lengths, finished = tokens.tolist(), lengths.tolist(), finished.tolist()
+        policy_lp, sampled_lp = policy_lp.tolist(), sampled_lp.tolist()
+        reference_lp = reference_lp.tolist() if reference_lp is not None else None
+        out = []
+        for i, spec in enumerate(batch.specs):
+            n = lengths[i]
+            out.append(
+                GeneratedSample(
+                    prompt=spec.prompt,
+                    w=spec.w,
+                    prompt_ids=list(plan.prompts[spec.prompt]),
+                    token_ids=tokens[i][:n],
+                    finish_reason="stop" if finished[i] else "length",
+                    policy_logprobs=policy_lp[i][:n],
+                    reference_logprobs=reference_lp[i][:n] if reference_lp is not None else None,
+                    sampled_logprobs=sampled_lp[i][:n],
+                )
+            )
+        return out
+
+
+def _vocab_size(model: nn.Module) -> int:
+    return int(model.get_output_embeddings().weight.shape[0])
+
+
+def _check_same_network(policy: nn.Module, reference: nn.Module) -> None:
+    """Both halves must read the same token ids the same way: same class and config, vocab padding aside."""
+    from openrlhf_pilaf.engines.vllm_interp.compat import NON_STRUCTURAL_KEYS
+
+    if type(policy) is not type(reference):
+        raise ValueError(f"policy is a {type(policy).__name__}, reference a {type(reference).__name__}")
+    a, b = policy.config.to_dict(), reference.config.to_dict()
+    diffs = [k for k in sorted((set(a) | set(b)) - NON_STRUCTURAL_KEYS) if a.get(k) != b.get(k)]
+    if diffs:
+        raise ValueError(f"policy and reference configs differ in {diffs[:8]}: they must be the same network")

@@ -1,0 +1,280 @@
+"""The PyTorch interpolated engine against the exact float64 semantics of two HF models (CPU).
+
+The policy has 32 padded vocabulary rows the reference lacks (the engine's vocabulary rule: columns
+past the shared vocabulary are never sampled, log-probs normalise over the shared vocabulary).
+Prompts have different lengths, so rows are left-padded; both KV-cache kinds are checked.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from openrlhf_pilaf.engines.interface import (
+    GeneratedSample,
+    GenerationEngine,
+    GenerationParams,
+    GenerationPlan,
+    SampleSpec,
+)
+from openrlhf_pilaf.engines.scoring import fill_logprobs
+from openrlhf_pilaf.engines.torch_engine import TorchInterpolatedEngine
+from openrlhf_pilaf.engines.vllm_interp.exact import hf_logits, interpolated_logits, interpolated_logprobs
+from tests.stats import chisquare_pvalue
+
+PADDING = 32
+MIXED_W = (0.0, 0.1, -0.1, -1.0, 1.0, -0.5)
+LOGPROB_TOL = 2e-4  # fp32 incremental decoding vs fp32 full forward, compared in float64 (measured ~5e-5)
+CHI2_DRAWS = 5_000  # per w
+CHI2_ALPHA = 1e-3  # per test; 4 tests
+POWER_P_MAX = 1e-6
+
+
+@pytest.fixture(scope="module")
+def models(tiny_suite, cache_root):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from openrlhf_pilaf.testing import TinyLlamaSpec, build_tiny_suite
+
+    padded = build_tiny_suite(cache_root / "models", spec=TinyLlamaSpec(vocab_padding=PADDING))
+
+    def load(path):
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+    return {
+        "tok": AutoTokenizer.from_pretrained(tiny_suite.policy),
+        "policy": load(padded.policy),
+        "policy_alt": load(padded.policy_alt),
+        "reference": load(tiny_suite.reference),
+    }
+
+
+def _engine(models, **kw) -> TorchInterpolatedEngine:
+    tok = models["tok"]
+    return TorchInterpolatedEngine(
+        models["policy"], models["reference"], pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **kw
+    )
+
+
+@pytest.fixture(scope="module")
+def prompts(models):
+    from openrlhf_pilaf.testing.tiny_models import synthetic_prompts
+
+    tok = models["tok"]
+    texts = [
+        tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        for p in synthetic_prompts(3)
+    ]
+    ids = [tok(t, add_special_tokens=False).input_ids for t in texts]
+    assert len({len(p) for p in ids}) > 1, "prompts of different lengths exercise left padding"
+    return ids
+
+
+def _exact(models, policy_key: str, sample: GeneratedSample) -> dict[str, torch.Tensor]:
+    """Exact float64 log-probs of the sample's tokens: policy / reference over the shared vocabulary, and the
+    distribution at its w."""
+    seq = sample.prompt_ids + sample.token_ids
+    hp, hr = hf_logits(models[policy_key], seq), hf_logits(models["reference"], seq)
+    shared = hr.shape[-1]
+    rows = slice(len(sample.prompt_ids) - 1, len(seq) - 1)
+    idx = torch.tensor(sample.token_ids)[:, None]
+
+    def pick(lp: torch.Tensor) -> torch.Tensor:
+        return lp[rows].gather(-1, idx).squeeze(-1)
+
+    return {
+        "policy_logprobs": pick(torch.log_softmax(hp[:, :shared], -1)),
+        "reference_logprobs": pick(torch.log_softmax(hr, -1)),
+        "sampled_logprobs": pick(interpolated_logprobs(hp, hr, sample.w)),
+    }
+
+
+def _worst(models, samples, policy_key="policy", fields=("policy_logprobs", "reference_logprobs", "sampled_logprobs")):
+    worst = 0.0
+    for s in samples:
+        want = _exact(models, policy_key, s)
+        for f in fields:
+            got = torch.tensor(getattr(s, f), dtype=torch.float64)
+            worst = max(worst, (got - want[f]).abs().max().item())
+    return worst
+
+
+def test_engine_implements_the_interface(models):
+    assert isinstance(_engine(models), GenerationEngine)
+
+
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_logprobs_of_a_mixed_batch_match_exact(models, prompts, cache):
+    plan = GenerationPlan.grid(prompts, MIXED_W)
+    samples = _engine(models, cache=cache).generate(plan, GenerationParams(max_new_tokens=12, seed=0))
+    assert [(s.prompt, s.w) for s in samples] == [(x.prompt, x.w) for x in plan.samples]
+    eos = models["tok"].eos_token_id
+    for s in samples:  # EOS ends a row (and is its last token); otherwise it runs to max_new_tokens
+        stopped = eos in s.token_ids
+        assert s.finish_reason == ("stop" if stopped else "length")
+        assert (s.token_ids.index(eos) + 1 == len(s.token_ids)) if stopped else len(s.token_ids) == 12
+    worst = _worst(models, samples)
+    print(f"{cache} cache: {len(samples)} rows x 12 tokens, max |log-prob - exact| = {worst:.2e}")
+    assert worst < LOGPROB_TOL
+    shared = models["reference"].config.vocab_size
+    assert all(t < shared for s in samples for t in s.token_ids)  # padded policy rows never sampled
+
+
+def test_greedy_tokens_follow_the_interpolation(models, prompts):
+    plan = GenerationPlan.grid(prompts, (0.0, 0.1, -0.1, -1.0, 1.0, 2.0))
+    samples = _engine(models).generate(plan, GenerationParams(max_new_tokens=10, top_k=1))
+    distinct = set()
+    for s in samples:
+        seq = s.prompt_ids + s.token_ids
+        z = interpolated_logits(hf_logits(models["policy"], seq), hf_logits(models["reference"], seq), s.w)
+        assert s.token_ids == z[len(s.prompt_ids) - 1 : -1].argmax(-1).tolist(), s.w
+        distinct.add((s.prompt, tuple(s.token_ids)))
+    assert len(distinct) > len(prompts) * 3  # w changes what is generated
+
+
+def test_first_token_distribution_per_w(models, prompts):
+    ws = (0.0, 0.1, -0.1, -1.0)
+    prompt = prompts[0]
+    plan = GenerationPlan([prompt], [SampleSpec(0, ws[i % len(ws)]) for i in range(CHI2_DRAWS * len(ws))])
+    engine = _engine(models, max_batch_size=len(plan.samples))
+    samples = engine.generate(plan, GenerationParams(max_new_tokens=1, seed=1234))
+    hp, hr = (h[-1] for h in (hf_logits(models["policy"], prompt), hf_logits(models["reference"], prompt)))
+    for w in ws:
+        drawn = torch.tensor([s.token_ids[0] for s in samples if s.w == w])
+        assert drawn.numel() == CHI2_DRAWS
+        p_right = chisquare_pvalue(drawn, torch.softmax(interpolated_logits(hp, hr, w), -1))
+        wrong_w = -w if w != 0 else -1.0
+        p_wrong = chisquare_pvalue(drawn, torch.softmax(interpolated_logits(hp, hr, wrong_w), -1))
+        print(f"w={w:+.1f}: chi-square p = {p_right:.3g} (exact), {p_wrong:.3g} (w={wrong_w:+.1f})")
+        assert p_right > CHI2_ALPHA, (w, p_right)
+        assert p_wrong < POWER_P_MAX, (w, p_wrong)
+
+
+def test_rows_stop_at_their_own_stop_token(models, prompts):
+    engine = _engine(models)
+    plan = GenerationPlan.grid(prompts, (0.0, -1.0))
+    greedy = engine.generate(plan, GenerationParams(max_new_tokens=8, top_k=1))
+    stop = greedy[0].token_ids[2]  # row 0 must stop after 3 tokens (or earlier, if it appears before)
+    stopped = engine.generate(plan, GenerationParams(max_new_tokens=8, top_k=1, stop_token_ids=(stop,)))
+    for full, cut in zip(greedy, stopped, strict=True):
+        if stop in full.token_ids:
+            n = full.token_ids.index(stop) + 1
+            assert cut.finish_reason == "stop" and cut.token_ids == full.token_ids[:n]
+            assert cut.policy_logprobs == pytest.approx(full.policy_logprobs[:n], abs=1e-6)
+        else:
+            assert cut.finish_reason == "length" and cut.token_ids == full.token_ids
+    assert stopped[0].finish_reason == "stop" and len(stopped[0].token_ids) <= 3
+    assert any(s.finish_reason == "length" for s in stopped)  # the others went on past row 0's stop
+
+
+def test_plans_larger_than_a_batch_are_split(models, prompts):
+    plan = GenerationPlan.grid(prompts, (0.0, 0.3, -1.0))
+    params = GenerationParams(max_new_tokens=6, top_k=1)
+    whole = _engine(models).generate(plan, params)
+    split = _engine(models, max_batch_size=4).generate(plan, params)
+    assert [s.token_ids for s in split] == [s.token_ids for s in whole]
+
+
+@pytest.mark.parametrize(
+    "ws, expected_rows",
+    [((0.0, 0.0), 0), ((0.0, 0.1, 0.0, -0.1), 6)],  # vanilla: no reference; PILAF: the 2 x 3 rows at w != 0
+    ids=["vanilla", "pilaf"],
+)
+def test_reference_runs_only_where_needed(models, prompts, ws, expected_rows):
+    batch_sizes = []
+    hook = models["reference"].register_forward_hook(
+        lambda mod, args, kw, out: batch_sizes.append(kw["input_ids"].shape[0]), with_kwargs=True
+    )
+    try:
+        engine = _engine(models)
+        plan = GenerationPlan.grid(prompts, ws)
+        lean = engine.generate(plan, GenerationParams(max_new_tokens=6, seed=7, reference_logprobs=False))
+        assert set(batch_sizes) <= {expected_rows} and (expected_rows == 0) == (batch_sizes == [])
+        assert all(s.reference_logprobs is None for s in lean)
+        batch_sizes.clear()
+        full = engine.generate(plan, GenerationParams(max_new_tokens=6, seed=7))
+        assert set(batch_sizes) == {len(plan.samples)}  # reference log-probs asked for: every row
+    finally:
+        hook.remove()
+    # the same noise gives the same tokens: rows at w = 0 never read h_ref, the others read the same h_ref
+    assert [s.token_ids for s in lean] == [s.token_ids for s in full]
+    for a, b in zip(lean, full, strict=True):
+        assert a.sampled_logprobs == pytest.approx(b.sampled_logprobs, abs=1e-5)
+        assert a.policy_logprobs == pytest.approx(b.policy_logprobs, abs=1e-5)
+    assert _worst(models, full) < LOGPROB_TOL
+
+
+def test_update_policy_changes_the_policy_only(models, prompts):
+    engine = _engine(models)
+    reference_before = {k: v.clone() for k, v in models["reference"].state_dict().items()}
+    policy_before = {k: v.clone() for k, v in models["policy"].named_parameters()}
+    try:
+        n = engine.update_policy(models["policy_alt"].named_parameters())
+        assert n == len(policy_before)
+        samples = engine.generate(GenerationPlan.grid(prompts, (0.0, 0.1, -1.0)), GenerationParams(max_new_tokens=6))
+        assert _worst(models, samples, policy_key="policy_alt") < LOGPROB_TOL
+        after = models["reference"].state_dict()
+        assert all(torch.equal(reference_before[k], after[k]) for k in reference_before)
+    finally:
+        engine.update_policy(policy_before.items())
+
+
+def test_update_policy_refuses_partial_or_foreign_weights(models):
+    engine = _engine(models)
+    named = list(models["policy_alt"].named_parameters())
+    with pytest.raises(ValueError, match="stale"):
+        engine.update_policy(named[:-1])
+    with pytest.raises(KeyError, match="not a policy parameter"):
+        engine.update_policy([("model.nonexistent.weight", named[0][1])])
+    with pytest.raises(ValueError, match="shape"):
+        engine.update_policy([(named[0][0], named[0][1][:1])])
+    engine.update_policy(list(models["policy"].named_parameters()))  # restore what the partial call copied
+
+
+def test_scorer_reproduces_the_engines_logprobs(models, prompts, tiny_suite):
+    from transformers import AutoModelForCausalLM
+
+    # equal vocabularies (the scorer normalises over the model's own vocabulary, the engine over the shared one)
+    policy = AutoModelForCausalLM.from_pretrained(tiny_suite.policy, dtype=torch.float32).eval()
+    tok = models["tok"]
+    engine = TorchInterpolatedEngine(
+        policy, models["reference"], pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
+    )
+    samples = engine.generate(GenerationPlan.grid(prompts, (0.0, 0.5)), GenerationParams(max_new_tokens=7, seed=3))
+    rescored = [
+        GeneratedSample(s.prompt, s.w, s.prompt_ids, s.token_ids, s.finish_reason, sampled_logprobs=s.sampled_logprobs)
+        for s in samples
+    ]
+    fill_logprobs(rescored, policy, "policy_logprobs", pad_token_id=tok.pad_token_id, batch_size=4)
+    fill_logprobs(rescored, models["reference"], "reference_logprobs", pad_token_id=tok.pad_token_id, batch_size=4)
+    for a, b in zip(samples, rescored, strict=True):
+        assert b.policy_logprobs == pytest.approx(a.policy_logprobs, abs=LOGPROB_TOL)
+        assert b.reference_logprobs == pytest.approx(a.reference_logprobs, abs=LOGPROB_TOL)
+        assert b.implicit_reward(0.1) == pytest.approx(a.implicit_reward(0.1), abs=1e-3)
+
+
+def test_bad_input_is_refused(models, prompts, tiny_suite):
+    from transformers import AutoModelForCausalLM
+
+    with pytest.raises(ValueError, match=r"samples\[0\].w"):
+        GenerationPlan(prompts, [SampleSpec(0, float("nan"))])
+    with pytest.raises(ValueError, match="asks for prompt 5"):
+        GenerationPlan(prompts, [SampleSpec(5, 0.0)])
+    with pytest.raises(ValueError, match="empty"):
+        GenerationPlan([[]], [SampleSpec(0, 0.0)])
+    with pytest.raises(ValueError, match="temperature"):
+        GenerationParams(max_new_tokens=4, temperature=0.0)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        GenerationParams(max_new_tokens=0)
+    with pytest.raises(ValueError, match="compile=True needs cache='static'"):
+        _engine(models, compile=True)
+    tok = models["tok"]
+    policy_only = TorchInterpolatedEngine(models["policy"], None, pad_token_id=tok.pad_token_id, eos_token_id=None)
+    with pytest.raises(ValueError, match="without a reference"):
+        policy_only.generate(GenerationPlan(prompts, [SampleSpec(0, 0.1)]), GenerationParams(max_new_tokens=2))
+    with pytest.raises(ValueError, match="no stop token"):
+        policy_only.generate(GenerationPlan(prompts, [SampleSpec(0, 0.0)]), GenerationParams(max_new_tokens=2))
+    reward = AutoModelForCausalLM.from_pretrained(tiny_suite.policy, dtype=torch.float32)
+    reward.config.num_hidden_layers = 1  # another network under the same class
+    with pytest.raises(ValueError, match="num_hidden_layers"):
+        TorchInterpolatedEngine(models["policy"], reward, pad_token_id=0, eos_token_id=1)
