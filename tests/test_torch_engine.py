@@ -106,7 +106,11 @@ def test_engine_implements_the_interface(models):
 @pytest.mark.parametrize("cache", ["dynamic", "static"])
 def test_logprobs_of_a_mixed_batch_match_exact(models, prompts, cache):
     plan = GenerationPlan.grid(prompts, MIXED_W)
-    samples = _engine(models, cache=cache).generate(plan, GenerationParams(max_new_tokens=12, seed=0))
+    engine = _engine(models, cache=cache)
+    # twice: the second call reuses (and must reset) the static caches of the first
+    first = engine.generate(plan, GenerationParams(max_new_tokens=12, seed=0))
+    samples = engine.generate(plan, GenerationParams(max_new_tokens=12, seed=0))
+    assert [s.token_ids for s in samples] == [s.token_ids for s in first]
     assert [(s.prompt, s.w) for s in samples] == [(x.prompt, x.w) for x in plan.samples]
     eos = models["tok"].eos_token_id
     for s in samples:  # EOS ends a row (and is its last token); otherwise it runs to max_new_tokens

@@ -1,12 +1,12 @@
 """The interpolated engine inside OpenRLHF's own Ray rollout actor, and OpenRLHF's weight sync into it.
 
-`create_vllm_engines(..., worker_extension_cls=PILAF_WORKER_EXTENSION, engine_kwargs=cfg.engine_kwargs(...))`
-starts the engine; `RolloutRayActor.generate_responses` with `SamplingParams(extra_args={"pilaf_w": w})`
-must return token log-probs of each request's own distribution (logprobs "sampled"); after
-`broadcast_weights` of new policy weights (gloo, as on CPU) the engine must follow
-exact(new policy, old reference) and the reference half's weights must be bit-identical to before
-(fingerprints: tensor bytes and packed CPU kernels). The policy
-checkpoints have 32 padded vocabulary rows that the reference lacks.
+`create_interpolated_vllm_engines(cfg from --interp.* flags, ...)` (OpenRLHF's `create_vllm_engines` with
+our worker extension and engine arguments) starts the engine; `RolloutRayActor.generate_responses` with
+`SamplingParams(extra_args={"pilaf_w": w})` must return token log-probs of each request's own distribution
+(logprobs "sampled"); after `broadcast_weights` of new policy weights (gloo, as on CPU) the engine must
+follow exact(new policy, old reference) and the reference half's weights must be bit-identical to before
+(fingerprints: tensor bytes and packed CPU kernels). The policy checkpoints have 32 padded vocabulary
+rows that the reference lacks.
 """
 
 from __future__ import annotations
@@ -36,26 +36,28 @@ def checkpoints(tiny_suite, cache_root):
 
 @pytest.fixture(scope="module")
 def engine(ray_cluster, checkpoints):
-    from openrlhf.trainer.ray.vllm_engine import create_vllm_engines
-
     from openrlhf_pilaf.engines.vllm_interp.config import InterpolatedEngineConfig
-    from openrlhf_pilaf.engines.vllm_worker import PILAF_WORKER_EXTENSION
+    from openrlhf_pilaf.engines.vllm_interp.launch import create_interpolated_vllm_engines
+    from openrlhf_pilaf.utils.config_cli import parse_config
 
-    cfg = InterpolatedEngineConfig(reference_path=str(checkpoints["reference"]), logprobs="sampled")
-    policy = str(checkpoints["policy"])
-    engines = create_vllm_engines(
+    # the way a launch script gets it: from --interp.* flags
+    cfg = parse_config(
+        InterpolatedEngineConfig,
+        ["--interp.reference_path", str(checkpoints["reference"]), "--interp.logprobs", "sampled"],
+    )
+    engines = create_interpolated_vllm_engines(
+        cfg,
+        pretrain=str(checkpoints["policy"]),
         num_engines=1,
         tensor_parallel_size=1,
-        pretrain=policy,
         seed=0,
         full_determinism=False,
         enable_prefix_caching=True,  # a weight sync must be followed by reset_prefix_cache, as OpenRLHF does
         enforce_eager=True,
         max_model_len=256,
         gpu_memory_utilization=0.5,
-        worker_extension_cls=PILAF_WORKER_EXTENSION,
         # fp32 for exact comparison; full-vocabulary log-probs for the probe; 4 slots so requests join mid-flight
-        engine_kwargs={**cfg.engine_kwargs(policy), "dtype": "float32", "max_logprobs": -1, "max_num_seqs": 4},
+        engine_kwargs={"dtype": "float32", "max_logprobs": -1, "max_num_seqs": 4},
     )
     ray_cluster.get(engines[0].get_num_unfinished_requests.remote())  # raises if the engine failed to start
     return engines[0]

@@ -400,3 +400,21 @@ def test_fingerprint_sees_bytes_and_kernel_closures():
     first = module_fingerprint(layer)["cpu_kernels_sha256"]
     layer.cpu_linear = lambda x, w, b: x
     assert module_fingerprint(layer)["cpu_kernels_sha256"] != first
+
+
+def test_interpolated_engine_kwargs_refuse_overrides(tmp_path, monkeypatch):
+    from openrlhf_pilaf.engines.vllm_interp import launch
+
+    cfg = InterpolatedEngineConfig(reference_path="ref")
+    monkeypatch.setattr(InterpolatedEngineConfig, "engine_kwargs", lambda self, p: {"hf_overrides": {}, "x": 1})
+    assert launch.interpolated_engine_kwargs(cfg, "pol", {"dtype": "float32"}) == {
+        "dtype": "float32",
+        "hf_overrides": {},
+        "x": 1,
+    }
+    with pytest.raises(ValueError, match=r"\['hf_overrides'\].*--interp"):
+        launch.interpolated_engine_kwargs(cfg, "pol", {"hf_overrides": {"a": 1}})
+    with pytest.raises(ValueError, match="logprobs_mode"):
+        launch.create_interpolated_vllm_engines(cfg, pretrain="pol", logprobs_mode="raw_logprobs")
+    with pytest.raises(ValueError, match="worker extension"):
+        launch.create_interpolated_vllm_engines(cfg, pretrain="pol", worker_extension_cls="x.Y")

@@ -77,7 +77,8 @@ class GenerationParams:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
-    # Token ids that end a sequence (kept as its last token); None: the tokenizer's EOS.
+    # Token ids that end a sequence (kept as its last token); None: the tokenizer's EOS; (): none, every
+    # row runs to max_new_tokens (benchmarks).
     stop_token_ids: tuple[int, ...] | None = None
     seed: int | None = None
     # Also return the reference's log-probs for every token. Off lets an engine run the reference only on

@@ -94,6 +94,7 @@ class TorchInterpolatedEngine:
         # (w = 0 included), the rule of the vLLM engine (vllm_interp/compat.py).
         self.vocab_size = min(_vocab_size(m) for m in self._models().values())
         self._step_fns: dict[str, nn.Module] = {}
+        self._static_caches: dict[tuple[str, int, int], object] = {}
         if compile:
             for name, model in self._models().items():
                 self._step_fns[name] = torch.compile(model, mode="reduce-overhead", dynamic=False)
@@ -141,7 +142,11 @@ class TorchInterpolatedEngine:
         results: list[GeneratedSample] = []
         for start in range(0, len(specs), self.max_batch_size):
             batch = self._batch(plan, specs[start : start + self.max_batch_size], params.max_new_tokens)
-            results.extend(self._decode(plan, batch, params, torch.tensor(stop_ids, device=self.device), generator))
+            results.extend(
+                self._decode(
+                    plan, batch, params, torch.tensor(stop_ids, dtype=torch.long, device=self.device), generator
+                )
+            )
         return results
 
     @torch.no_grad()
@@ -190,13 +195,22 @@ class TorchInterpolatedEngine:
             w.to(self.device),
         )
 
-    def _new_cache(self, model: nn.Module, batch: int, length: int):
+    def _new_cache(self, name: str, model: nn.Module, batch: int, length: int):
+        """A fresh dynamic cache, or the static cache of this (model, rows, length), reset.
+
+        Static caches are kept and reused: compiled CUDA graphs are recorded against their buffers'
+        addresses, so a new cache per call would re-record the graphs (or copy the whole cache in).
+        """
         from transformers import DynamicCache, StaticCache
 
         if self.cache == "dynamic":
             return DynamicCache(config=model.config)
-        cache = StaticCache(config=model.config, max_cache_len=length)
-        del batch  # StaticCache allocates lazily from the first forward's shapes
+        key = (name, batch, length)
+        cache = self._static_caches.get(key)
+        if cache is None:
+            cache = self._static_caches[key] = StaticCache(config=model.config, max_cache_len=length)
+        else:
+            cache.reset()
         return cache
 
     def _forward(self, name: str, model: nn.Module, ids, mask, positions, cache, decode: bool) -> torch.Tensor:
@@ -243,7 +257,10 @@ class TorchInterpolatedEngine:
         models: dict[str, tuple[nn.Module, torch.Tensor | None]] = {"policy": (self.policy, None)}
         if ref_rows is not False:
             models["reference"] = (self.reference, ref_rows)
-        caches = {name: self._new_cache(m, rows, total) for name, (m, _) in models.items()}
+        caches = {
+            name: self._new_cache(name, m, rows if sub is None else len(sub), total)
+            for name, (m, sub) in models.items()
+        }
         # A static cache is read through a mask over all its slots (unwritten ones are 0), so every decode
         # step has the same shapes; a dynamic cache grows and takes the mask up to the current length.
         mask_len = (lambda n: total) if self.cache == "static" else (lambda n: n)

