@@ -278,6 +278,15 @@ def test_bad_input_is_refused(models, prompts, tiny_suite):
         policy_only.generate(GenerationPlan(prompts, [SampleSpec(0, 0.1)]), GenerationParams(max_new_tokens=2))
     with pytest.raises(ValueError, match="no stop token"):
         policy_only.generate(GenerationPlan(prompts, [SampleSpec(0, 0.0)]), GenerationParams(max_new_tokens=2))
+    with pytest.raises(ValueError, match="no reference model"):
+        policy_only.generate(
+            GenerationPlan(prompts, [SampleSpec(0, 0.0)]), GenerationParams(max_new_tokens=2, stop_token_ids=())
+        )
+    engine = _engine(models)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        engine.generate(GenerationPlan([[1, 10_000]], [SampleSpec(0, 0.0)]), GenerationParams(max_new_tokens=2))
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        engine.generate(GenerationPlan(prompts, [SampleSpec(0, 0.0)]), GenerationParams(max_new_tokens=10_000))
     reward = AutoModelForCausalLM.from_pretrained(tiny_suite.policy, dtype=torch.float32)
     reward.config.num_hidden_layers = 1  # another network under the same class
     with pytest.raises(ValueError, match="num_hidden_layers"):

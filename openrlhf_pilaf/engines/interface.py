@@ -23,7 +23,7 @@ beta * (policy - reference) is always computable.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from openrlhf_pilaf.engines.vllm_interp.semantics import check_w
@@ -110,7 +110,6 @@ class GeneratedSample:
     policy_logprobs: list[float] | None = None
     reference_logprobs: list[float] | None = None
     sampled_logprobs: list[float] | None = None
-    extra: dict = field(default_factory=dict)
 
     def implicit_reward(self, beta: float) -> float:
         """DPO's implicit reward beta * sum_t (log pi - log pi_ref) of the response."""

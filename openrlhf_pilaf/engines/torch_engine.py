@@ -135,6 +135,9 @@ class TorchInterpolatedEngine:
         stop_ids = params.stop_token_ids if params.stop_token_ids is not None else (self.eos_token_id,)
         if any(t is None for t in stop_ids):
             raise ValueError("no stop token: the tokenizer has no eos token; set GenerationParams.stop_token_ids")
+        if params.reference_logprobs and self.reference is None:
+            raise ValueError("reference log-probs asked for, but this engine has no reference model")
+        self._check_prompts(plan, params.max_new_tokens)
         generator = None
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
@@ -171,6 +174,21 @@ class TorchInterpolatedEngine:
         return len(seen)
 
     # ------------------------------------------------------------------ internals
+    def _check_prompts(self, plan: GenerationPlan, max_new: int) -> None:
+        """Refuse what would otherwise fail deep inside a forward (or, for positions, silently degrade)."""
+        used = {s.prompt for s in plan.samples}
+        for i in sorted(used):
+            bad = [t for t in plan.prompts[i] if t >= self.vocab_size]
+            if bad:
+                raise ValueError(f"prompt {i} has token ids {bad[:5]} outside the vocabulary ({self.vocab_size})")
+        limit = getattr(self.policy.config, "max_position_embeddings", None)
+        longest = max((len(plan.prompts[i]) for i in used), default=0)
+        if limit is not None and longest + max_new > limit:
+            raise ValueError(
+                f"prompt of {longest} tokens + max_new_tokens {max_new} exceeds the model's "
+                f"max_position_embeddings {limit}"
+            )
+
     def _models(self) -> dict[str, nn.Module]:
         models = {"policy": self.policy}
         if self.reference is not None:
