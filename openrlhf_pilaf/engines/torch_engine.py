@@ -32,6 +32,7 @@ from openrlhf_pilaf.ops import interpolated_sample
 logger = logging.getLogger(__name__)
 
 CacheKind = Literal["dynamic", "static"]
+STATIC_CACHE_BUCKET = 128  # tokens
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,9 @@ class TorchInterpolatedEngine:
         cache: "dynamic" (transformers' DynamicCache, any device) or "static" (preallocated, needed
             for CUDA graphs).
         compile: compile the single-token forward with torch.compile(mode="reduce-overhead");
-            needs cache="static".
+            needs cache="static". Each distinct (rows, cache length) shape compiles once (seconds on
+            a GPU); cache lengths are rounded up to multiples of STATIC_CACHE_BUCKET, and a fixed
+            max_batch_size keeps row counts few. Past torch._dynamo's recompile limit it runs eager.
         sampling_backend: `ops.interpolated_sample` backend ("auto": Triton on CUDA).
     """
 
@@ -199,7 +202,7 @@ class TorchInterpolatedEngine:
         prompts = [plan.prompts[s.prompt] for s in specs]
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(specs), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(specs), width + max_new), dtype=torch.long)
+        mask = torch.zeros((len(specs), self._cache_length(width + max_new)), dtype=torch.long)
         for i, p in enumerate(prompts):
             input_ids[i, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
             mask[i, width - len(p) : width] = 1
@@ -212,6 +215,13 @@ class TorchInterpolatedEngine:
             positions.to(self.device),
             w.to(self.device),
         )
+
+    def _cache_length(self, needed: int) -> int:
+        """Static caches come in lengths rounded up to STATIC_CACHE_BUCKET, so that compiled decode steps see few
+        shapes across batches of different prompt widths (the extra slots stay masked out)."""
+        if self.cache != "static":
+            return needed
+        return -(-needed // STATIC_CACHE_BUCKET) * STATIC_CACHE_BUCKET
 
     def _new_cache(self, name: str, model: nn.Module, batch: int, length: int):
         """A fresh dynamic cache, or the static cache of this (model, rows, length), reset.
@@ -269,7 +279,7 @@ class TorchInterpolatedEngine:
     ) -> list[GeneratedSample]:
         rows, width = batch.input_ids.shape
         max_new = params.max_new_tokens
-        total = width + max_new
+        total = batch.attention_mask.shape[1]  # KV slots per row (rounded up for static caches)
         ref_rows = self._reference_rows(batch, params)
         # model name -> (model, its rows of the batch: None = all)
         models: dict[str, tuple[nn.Module, torch.Tensor | None]] = {"policy": (self.policy, None)}
@@ -341,6 +351,9 @@ class TorchInterpolatedEngine:
             if t == max_new - 1 or bool(finished.all()):
                 break
             mask[:, width + t] = 1
+            if self._step_fns:
+                # A new step of the compiled graphs: last step's outputs are consumed, their memory may be reused.
+                torch.compiler.cudagraph_mark_step_begin()
             logits = forward_all(tok[:, None], mask_len(width + t + 1), position, decode=True)
             position = position + 1
         ref_desc = "all" if ref_rows is None else "none" if ref_rows is False else f"{len(ref_rows)}"
