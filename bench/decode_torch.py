@@ -128,12 +128,14 @@ def naive_two_model(policy, reference, prompts, new_tokens: int, ws: torch.Tenso
     """Both models step by step; with use_cache=False every step re-encodes the whole prefix (TRL's mixture)."""
     from transformers import DynamicCache
 
+    from openrlhf_pilaf.utils.sequences import position_ids
+
     ids, mask = _left_pad(prompts, device)
     w = ws.to(device)[:, None]
     caches = [DynamicCache(config=m.config) if use_cache else None for m in (policy, reference)]
     seq, step_ids = ids, ids
     for _ in range(new_tokens):
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = position_ids(mask)
         if use_cache:
             positions = positions[:, -step_ids.shape[1] :]
         logits = [

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from openrlhf_pilaf.engines.interface import GeneratedSample
-from openrlhf_pilaf.utils.sequences import left_pad_with_action_mask
+from openrlhf_pilaf.utils.sequences import left_pad_with_action_mask, position_ids
 
 Field = Literal["policy_logprobs", "reference_logprobs"]
 
@@ -33,7 +33,7 @@ def response_logprobs(
         seqs = [s.prompt_ids + s.token_ids for s in chunk]
         ids, attention, action = left_pad_with_action_mask(seqs, [len(s.prompt_ids) for s in chunk], pad_token_id)
         ids, attention = ids.to(device), attention.to(device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        positions = position_ids(attention)
         logits = model(input_ids=ids, attention_mask=attention, position_ids=positions).logits[:, :-1].float()
         lp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1).cpu()
         for i, s in enumerate(chunk):

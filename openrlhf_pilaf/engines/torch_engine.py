@@ -28,6 +28,7 @@ from torch import nn
 
 from openrlhf_pilaf.engines.interface import GeneratedSample, GenerationParams, GenerationPlan, SampleSpec
 from openrlhf_pilaf.ops import interpolated_sample
+from openrlhf_pilaf.utils.sequences import position_ids
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ STATIC_CACHE_BUCKET = 128  # tokens
 class _Batch:
     specs: list[SampleSpec]
     input_ids: torch.Tensor  # [B, L] left-padded prompts
-    attention_mask: torch.Tensor  # [B, L + max_new] 1 on real tokens; decode steps switch their column on
+    attention_mask: torch.Tensor  # [B, KV slots >= L + max_new] 1 on real tokens; decode steps switch theirs on
     positions: torch.Tensor  # [B, L] position ids of the prompt tokens (0 at each row's first real token)
     w: torch.Tensor  # [B] float32
 
@@ -206,7 +207,7 @@ class TorchInterpolatedEngine:
         for i, p in enumerate(prompts):
             input_ids[i, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
             mask[i, width - len(p) : width] = 1
-        positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)
+        positions = position_ids(mask[:, :width])
         w = torch.tensor([s.w for s in specs], dtype=torch.float32)
         return _Batch(
             specs,
@@ -289,32 +290,36 @@ class TorchInterpolatedEngine:
             name: self._new_cache(name, m, rows if sub is None else len(sub), total)
             for name, (m, sub) in models.items()
         }
-        # A static cache is read through a mask over all its slots (unwritten ones are 0), so every decode
-        # step has the same shapes; a dynamic cache grows and takes the mask up to the current length.
-        mask_len = (lambda n: total) if self.cache == "static" else (lambda n: n)
-        mask = batch.attention_mask.clone()
 
+        # Per model, for its rows: the attention mask over every KV slot (a decode step switches one column on) and
+        # the next position. A static cache is read through the whole mask (unwritten slots are 0), so every decode
+        # step has the same shapes; a dynamic cache grows and takes the mask up to the current length.
         def pick(x: torch.Tensor, sub: torch.Tensor | None) -> torch.Tensor:
             return x if sub is None else x.index_select(0, sub)
 
-        def forward_all(ids: torch.Tensor, n_mask: int, positions: torch.Tensor, decode: bool) -> dict:
-            out = {}
-            for name, (m, sub) in models.items():
-                out[name] = self._forward(
-                    name,
-                    m,
-                    pick(ids, sub),
-                    pick(mask[:, :n_mask], sub),
-                    pick(positions, sub),
-                    caches[name],
-                    decode,
+        masks = {name: pick(batch.attention_mask, sub).clone() for name, (_, sub) in models.items()}
+        prompt_positions = {name: pick(batch.positions, sub) for name, (_, sub) in models.items()}
+        next_position = {name: pos[:, -1:] + 1 for name, pos in prompt_positions.items()}
+        # Rows at w = 0 never read h_ref (the ops contract), so a reference run on a subset is scattered into a
+        # zero-filled [rows, V] buffer allocated once per batch.
+        ref_full: torch.Tensor | None = None
+
+        def forward_all(ids: torch.Tensor, seen: int, positions: dict[str, torch.Tensor], decode: bool) -> dict:
+            nonlocal ref_full
+            n_mask = total if self.cache == "static" else seen
+            out = {
+                name: self._forward(
+                    name, m, pick(ids, sub), masks[name][:, :n_mask], positions[name], caches[name], decode
                 )
-            if isinstance(ref_rows, torch.Tensor):  # rows at w = 0 never read h_ref (ops contract): zeros there
-                full = out["reference"].new_zeros(rows, out["reference"].shape[-1])
-                out["reference"] = full.index_copy_(0, ref_rows, out["reference"])
+                for name, (m, sub) in models.items()
+            }
+            if isinstance(ref_rows, torch.Tensor):
+                if ref_full is None:
+                    ref_full = out["reference"].new_zeros(rows, out["reference"].shape[-1])
+                out["reference"] = ref_full.index_copy_(0, ref_rows, out["reference"])
             return out
 
-        logits = forward_all(batch.input_ids, mask_len(width), batch.positions, decode=False)
+        logits = forward_all(batch.input_ids, width, prompt_positions, decode=False)
         w = batch.w if "reference" in models else 0.0
         keep_reference_lp = "reference" in models and ref_rows is None
 
@@ -324,7 +329,6 @@ class TorchInterpolatedEngine:
         sampled_lp = torch.zeros_like(policy_lp)
         finished = torch.zeros(rows, dtype=torch.bool, device=self.device)
         lengths = torch.full((rows,), max_new, dtype=torch.long, device=self.device)
-        position = batch.positions[:, -1:] + 1
         steps = 0
         for t in range(max_new):
             drawn = interpolated_sample(
@@ -350,12 +354,13 @@ class TorchInterpolatedEngine:
             steps = t + 1
             if t == max_new - 1 or bool(finished.all()):
                 break
-            mask[:, width + t] = 1
+            for m in masks.values():
+                m[:, width + t] = 1
             if self._step_fns:
                 # A new step of the compiled graphs: last step's outputs are consumed, their memory may be reused.
                 torch.compiler.cudagraph_mark_step_begin()
-            logits = forward_all(tok[:, None], mask_len(width + t + 1), position, decode=True)
-            position = position + 1
+            logits = forward_all(tok[:, None], width + t + 1, next_position, decode=True)
+            next_position = {name: pos + 1 for name, pos in next_position.items()}
         ref_desc = "all" if ref_rows is None else "none" if ref_rows is False else f"{len(ref_rows)}"
         logger.debug("decoded %d rows for %d steps (reference rows: %s)", rows, steps, ref_desc)
         return self._collect(plan, batch, tokens, lengths, finished, policy_lp, reference_lp, sampled_lp)
@@ -388,11 +393,10 @@ def _vocab_size(model: nn.Module) -> int:
 
 def _check_same_network(policy: nn.Module, reference: nn.Module) -> None:
     """Both halves must read the same token ids the same way: same class and config, vocab padding aside."""
-    from openrlhf_pilaf.engines.vllm_interp.compat import NON_STRUCTURAL_KEYS
+    from openrlhf_pilaf.engines.vllm_interp.compat import structural_differences
 
     if type(policy) is not type(reference):
         raise ValueError(f"policy is a {type(policy).__name__}, reference a {type(reference).__name__}")
-    a, b = policy.config.to_dict(), reference.config.to_dict()
-    diffs = [k for k in sorted((set(a) | set(b)) - NON_STRUCTURAL_KEYS) if a.get(k) != b.get(k)]
+    diffs = structural_differences(policy.config.to_dict(), reference.config.to_dict())
     if diffs:
         raise ValueError(f"policy and reference configs differ in {diffs[:8]}: they must be the same network")

@@ -31,3 +31,8 @@ def left_pad_with_action_mask(
         attention[i, start:] = 1
         action[i, start + pl - 1 :] = 1
     return ids, attention, action
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded rows: 0 at each row's first real token (padding gets 0 too, and is masked)."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)

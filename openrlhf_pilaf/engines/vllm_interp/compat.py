@@ -99,6 +99,16 @@ def _vocab_size(config: dict[str, Any], what: str) -> int:
     return v
 
 
+def structural_differences(policy_config: dict[str, Any], reference_config: dict[str, Any]) -> list[str]:
+    """ "key: policy value vs reference value" for every config key that changes the network, sorted."""
+    diffs = []
+    for key in sorted((set(policy_config) | set(reference_config)) - NON_STRUCTURAL_KEYS):
+        a, b = policy_config.get(key, "<absent>"), reference_config.get(key, "<absent>")
+        if a != b:
+            diffs.append(f"{key}: policy {a!r} vs reference {b!r}")
+    return diffs
+
+
 def check_reference(
     policy_config: dict[str, Any],
     reference_config: dict[str, Any],
@@ -114,11 +124,7 @@ def check_reference(
             f"{reference_name}: the reference is a {ref_archs[0] if ref_archs else 'model without `architectures`'}, "
             f"the policy a {base_arch}; both halves of an interpolated engine must be the same architecture"
         )
-    diffs = []
-    for key in sorted((set(policy_config) | set(reference_config)) - NON_STRUCTURAL_KEYS):
-        a, b = policy_config.get(key, "<absent>"), reference_config.get(key, "<absent>")
-        if a != b:
-            diffs.append(f"{key}: policy {a!r} vs reference {b!r}")
+    diffs = structural_differences(policy_config, reference_config)
     if diffs:
         shown = "; ".join(diffs[:8]) + (f"; ... ({len(diffs)} keys in all)" if len(diffs) > 8 else "")
         raise IncompatibleReferenceError(
