@@ -19,7 +19,7 @@ from openrlhf_pilaf.engines.interface import (
 )
 from openrlhf_pilaf.engines.scoring import fill_logprobs
 from openrlhf_pilaf.engines.torch_engine import TorchInterpolatedEngine
-from openrlhf_pilaf.engines.vllm_interp.exact import hf_logits, interpolated_logits, interpolated_logprobs
+from openrlhf_pilaf.testing.exact import hf_logits, interpolated_logits, interpolated_logprobs
 from tests.stats import chisquare_pvalue
 
 PADDING = 32

@@ -11,7 +11,7 @@ import torch
 
 from openrlhf_pilaf.engines.interface import GenerationParams, GenerationPlan
 from openrlhf_pilaf.engines.torch_engine import TorchInterpolatedEngine
-from openrlhf_pilaf.engines.vllm_interp.exact import hf_logits, interpolated_logits, interpolated_logprobs
+from openrlhf_pilaf.testing.exact import hf_logits, interpolated_logits, interpolated_logprobs
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

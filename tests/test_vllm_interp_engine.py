@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from openrlhf_pilaf.engines.vllm_interp.exact import hf_logits, interpolated_logits, interpolated_logprobs
 from openrlhf_pilaf.engines.vllm_interp.names import W_KEY
+from openrlhf_pilaf.testing.exact import hf_logits, interpolated_logits, interpolated_logprobs
 from tests.stats import chisquare_pvalue
 
 pytestmark = [pytest.mark.vllm]

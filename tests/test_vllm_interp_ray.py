@@ -16,8 +16,8 @@ import asyncio
 import pytest
 import torch
 
-from openrlhf_pilaf.engines.vllm_interp.exact import hf_logits, interpolated_logprobs
 from openrlhf_pilaf.engines.vllm_interp.names import W_KEY
+from openrlhf_pilaf.testing.exact import hf_logits, interpolated_logprobs
 
 pytestmark = [pytest.mark.openrlhf, pytest.mark.ray, pytest.mark.vllm]
 

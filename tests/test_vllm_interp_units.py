@@ -16,7 +16,8 @@ import torch
 
 pytestmark = [pytest.mark.vllm]
 
-from openrlhf_pilaf.engines.vllm_interp import compat  # noqa: E402
+from openrlhf_pilaf.engines import rules  # noqa: E402
+from openrlhf_pilaf.engines.rules import check_w  # noqa: E402
 from openrlhf_pilaf.engines.vllm_interp.config import InterpolatedEngineConfig  # noqa: E402
 from openrlhf_pilaf.engines.vllm_interp.names import (  # noqa: E402
     HF_BASE_ARCHITECTURE,
@@ -27,7 +28,7 @@ from openrlhf_pilaf.engines.vllm_interp.names import (  # noqa: E402
     LOGITS_PROCESSOR,
     W_KEY,
 )
-from openrlhf_pilaf.engines.vllm_interp.semantics import check_w, request_w  # noqa: E402
+from openrlhf_pilaf.engines.vllm_interp.semantics import request_w  # noqa: E402
 
 # ---------------------------------------------------------------- config and checkpoint pairs
 
@@ -86,29 +87,29 @@ def _write_config(path, base_dir, **changes):
 def test_engine_kwargs_rejects_incompatible_references(tiny_suite, tmp_path, changes, logprobs, match):
     ref = _write_config(tmp_path / "ref", tiny_suite.reference, **changes)
     cfg = InterpolatedEngineConfig(reference_path=str(ref), logprobs=logprobs)
-    with pytest.raises(compat.IncompatibleReferenceError, match=match) as err:
+    with pytest.raises(rules.IncompatibleReferenceError, match=match) as err:
         cfg.engine_kwargs(str(tiny_suite.policy))
     assert "--interp.reference_path" in str(err.value)
 
 
 def test_engine_kwargs_rejects_missing_reference_and_wrapped_policy(tiny_suite, tmp_path):
     cfg = InterpolatedEngineConfig(reference_path=str(tmp_path / "nowhere"))
-    with pytest.raises(compat.IncompatibleReferenceError, match=r"--interp\.reference_path: cannot read"):
+    with pytest.raises(rules.IncompatibleReferenceError, match=r"--interp\.reference_path: cannot read"):
         cfg.engine_kwargs(str(tiny_suite.policy))
     wrapped = _write_config(tmp_path / "wrapped", tiny_suite.policy, architectures=[INTERPOLATED_ARCHITECTURE])
-    with pytest.raises(compat.IncompatibleReferenceError, match="plain policy checkpoint"):
+    with pytest.raises(rules.IncompatibleReferenceError, match="plain policy checkpoint"):
         InterpolatedEngineConfig(reference_path=str(tiny_suite.reference)).engine_kwargs(str(wrapped))
 
 
 def test_vocab_padding_is_allowed_and_laid_out():
     base = {"architectures": ["LlamaForCausalLM"], "hidden_size": 8, "vocab_size": 448}
-    layout = compat.check_reference(base, {**base, "vocab_size": 416}, base_arch="LlamaForCausalLM", reference_name="r")
+    layout = rules.check_reference(base, {**base, "vocab_size": 416}, base_arch="LlamaForCausalLM", reference_name="r")
     assert (layout.policy, layout.reference, layout.shared, layout.banned_from) == (448, 416, 416, 416)
-    layout = compat.check_reference(base, {**base, "vocab_size": 480}, base_arch="LlamaForCausalLM", reference_name="r")
+    layout = rules.check_reference(base, {**base, "vocab_size": 480}, base_arch="LlamaForCausalLM", reference_name="r")
     assert (layout.shared, layout.banned_from) == (448, None)
     # metadata keys may differ; structural ones may not
     metadata_only = {**base, "torch_dtype": "bfloat16", "_name_or_path": "x"}
-    compat.check_reference(base, metadata_only, base_arch="LlamaForCausalLM", reference_name="r")
+    rules.check_reference(base, metadata_only, base_arch="LlamaForCausalLM", reference_name="r")
 
 
 # ---------------------------------------------------------------- w

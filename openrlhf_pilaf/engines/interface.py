@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from openrlhf_pilaf.engines.vllm_interp.semantics import check_w
+from openrlhf_pilaf.engines.rules import check_w
 
 FinishReason = Literal["stop", "length"]
 

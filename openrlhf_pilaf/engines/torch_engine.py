@@ -95,7 +95,7 @@ class TorchInterpolatedEngine:
         self.cache = cache
         self.sampling_backend = sampling_backend
         # Columns past the narrower vocabulary are padding no tokenizer id reaches: never sampled, in any row
-        # (w = 0 included), the rule of the vLLM engine (vllm_interp/compat.py).
+        # (w = 0 included), the rule of both engines (engines/rules.py).
         self.vocab_size = min(_vocab_size(m) for m in self._models().values())
         self._step_fns: dict[str, nn.Module] = {}
         self._static_caches: dict[tuple[str, int, int], object] = {}
@@ -393,7 +393,7 @@ def _vocab_size(model: nn.Module) -> int:
 
 def _check_same_network(policy: nn.Module, reference: nn.Module) -> None:
     """Both halves must read the same token ids the same way: same class and config, vocab padding aside."""
-    from openrlhf_pilaf.engines.vllm_interp.compat import structural_differences
+    from openrlhf_pilaf.engines.rules import structural_differences
 
     if type(policy) is not type(reference):
         raise ValueError(f"policy is a {type(policy).__name__}, reference a {type(reference).__name__}")

@@ -13,7 +13,7 @@ from openrlhf_pilaf.ops.interpolated_sampling import (
     resolve_backend,
     triton_available,
 )
-from openrlhf_pilaf.ops.reference import exact_distribution
+from openrlhf_pilaf.ops.sampling_exact import exact_distribution
 from openrlhf_pilaf.ops.validation import RowStatus
 
 __all__ = [

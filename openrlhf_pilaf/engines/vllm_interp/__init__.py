@@ -16,12 +16,12 @@ Pieces (one job each):
 - names.py: architecture name, extra_args key, hf_overrides keys (import-light; the plugin reads it).
 - plugin.py: the `vllm.general_plugins` entry point registering `PilafInterpolatedForCausalLM`.
 - config.py: `InterpolatedEngineConfig` -> `engine_kwargs` (hf_overrides, logits processor, logprobs_mode).
-- compat.py: may this reference sit next to this policy (same network; vocabularies differ only in padding).
-- semantics.py: w validation and what returned log-probs mean ("policy" | "sampled" | "reference").
+- semantics.py: what returned log-probs mean ("policy" | "sampled" | "reference") and a request's w.
+  (The engine-neutral rules, valid w, vocabulary layout, same network and tokenizer, are engines/rules.py.)
 - model.py: the two-half vLLM model, generic over vLLM's decoder architectures (via ModelRegistry).
 - handoff.py: the checked hand-off of h_policy - h_ref from compute_logits to the logits processor.
 - logits_processor.py: per-request w, for vLLM's V1 model runner and for Model Runner V2.
-- fingerprint.py / exact.py: weight fingerprints per half; the float64 oracle tests check against.
+- fingerprint.py: weight fingerprints per half (the float64 oracle tests check against is testing/exact.py).
 
 Weight sync: every weight OpenRLHF broadcasts lands in the policy half (the model routes
 `load_weights` there and names it as the target of in-place reloads); the reference is read once

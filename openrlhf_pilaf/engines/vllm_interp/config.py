@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from openrlhf_pilaf.engines.vllm_interp import compat
+from openrlhf_pilaf.engines import rules
+from openrlhf_pilaf.engines.rules import check_w
 from openrlhf_pilaf.engines.vllm_interp.names import (
     HF_BASE_ARCHITECTURE,
     HF_DEFAULT_W,
@@ -26,8 +27,22 @@ from openrlhf_pilaf.engines.vllm_interp.names import (
     LOGITS_PROCESSOR,
     W_KEY,
 )
-from openrlhf_pilaf.engines.vllm_interp.semantics import LogprobsMode, check_w, semantics_of
+from openrlhf_pilaf.engines.vllm_interp.semantics import LogprobsMode, semantics_of
 from openrlhf_pilaf.utils.config_cli import check_choices, flag_name
+
+
+def base_architecture(policy_config: dict[str, Any], what: str) -> str:
+    """The policy checkpoint's own architecture (first of `architectures`), which the engine wraps."""
+    archs = policy_config.get("architectures") or []
+    if not archs:
+        raise rules.IncompatibleReferenceError(
+            f"{what}: config.json has no `architectures`; cannot pick a vLLM model class"
+        )
+    if archs[0] == INTERPOLATED_ARCHITECTURE:
+        raise rules.IncompatibleReferenceError(
+            f"{what}: config.json already names {INTERPOLATED_ARCHITECTURE}; point it at the plain policy checkpoint"
+        )
+    return str(archs[0])
 
 
 def _flag(name: str) -> str:
@@ -88,24 +103,24 @@ class InterpolatedEngineConfig:
 
         Checks the policy / reference pair and that every tokenizer id has both logits (tokenizer
         from `tokenizer_path`, default the policy's directory as OpenRLHF does); raises
-        `compat.IncompatibleReferenceError` naming the flag. Note that `create_vllm_engines`'s own
+        `rules.IncompatibleReferenceError` naming the flag. Note that `create_vllm_engines`'s own
         `logprobs_mode` argument overrides `engine_kwargs`: leave it unset (the engine refuses to start
         on a mismatch rather than return log-probs of another distribution).
         """
         from openrlhf_pilaf.engines.vllm_interp.plugin import check_registered
 
         check_registered()
-        policy_cfg = compat.read_config_dict(policy_path, "policy (pretrain)")
-        base = compat.base_architecture(policy_cfg, "policy (pretrain)")
-        reference_cfg = compat.read_config_dict(self.reference_path, _flag("reference_path"))
-        layout = compat.check_reference(
+        policy_cfg = rules.read_config_dict(policy_path, "policy (pretrain)")
+        base = base_architecture(policy_cfg, "policy (pretrain)")
+        reference_cfg = rules.read_config_dict(self.reference_path, _flag("reference_path"))
+        layout = rules.check_reference(
             policy_cfg,
             reference_cfg,
             base_arch=base,
             reference_name=_flag("reference_path"),
             same_vocab_required=self.logprobs == "reference",
         )
-        compat.check_tokenizer_fits(_tokenizer_size(tokenizer_path or policy_path), layout, _flag("reference_path"))
+        rules.check_tokenizer_fits(_tokenizer_size(tokenizer_path or policy_path), layout, _flag("reference_path"))
         return {
             "hf_overrides": self.hf_overrides(base),
             "logits_processors": [LOGITS_PROCESSOR],
@@ -119,6 +134,6 @@ def _tokenizer_size(path: str) -> int:
     try:
         return len(AutoTokenizer.from_pretrained(path))
     except (OSError, ValueError) as e:
-        raise compat.IncompatibleReferenceError(
+        raise rules.IncompatibleReferenceError(
             f"cannot load the tokenizer at {path!r} to check vocab sizes: {e}"
         ) from e

@@ -6,7 +6,7 @@ turns the logits compute_logits returned, z(w_base), into each row's own
 
     z(w) = z(w_base) + (w - w_base) * (h_policy - h_ref)            (semantics.py)
 
-and bans the columns past the shared vocabulary in every row (compat.py). The update
+and bans the columns past the shared vocabulary in every row (engines/rules.py). The update
 is additive and in place, so masks vLLM applied before it (allowed token ids, bad words, grammar)
 stay -inf; temperature, top-k / top-p and min-p come after it, as for any logits.
 
@@ -125,7 +125,7 @@ class _RequestSlotRows:
 
 
 def _policy_vocab_is_wider(vllm_config, reference_path: str) -> bool:
-    from openrlhf_pilaf.engines.vllm_interp.compat import read_config_dict
+    from openrlhf_pilaf.engines.rules import read_config_dict
 
     policy_vocab = vllm_config.model_config.hf_config.vocab_size
     return policy_vocab > read_config_dict(reference_path, "reference").get("vocab_size", policy_vocab)

@@ -31,7 +31,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from openrlhf_pilaf.engines.vllm_interp import compat
+from openrlhf_pilaf.engines import rules
+from openrlhf_pilaf.engines.rules import check_w
 from openrlhf_pilaf.engines.vllm_interp.handoff import InterpolationTerms, channel_for
 from openrlhf_pilaf.engines.vllm_interp.names import (
     HF_BASE_ARCHITECTURE,
@@ -42,7 +43,7 @@ from openrlhf_pilaf.engines.vllm_interp.names import (
     POLICY,
     REFERENCE,
 )
-from openrlhf_pilaf.engines.vllm_interp.semantics import check_w, semantics_of
+from openrlhf_pilaf.engines.vllm_interp.semantics import semantics_of
 
 _REFERENCE_PREFIX = REFERENCE + "."
 
@@ -196,9 +197,9 @@ class PilafInterpolatedForCausalLM(nn.Module):
         _check_engine(vllm_config, self.settings)
         base_cls = _resolve_base_class(self.settings.base_architecture, model_config)
         ref_name = _key(HF_REFERENCE_PATH)
-        self.vocab = compat.check_reference(
-            compat.read_config_dict(model_config.model, "policy (the engine's model)"),
-            compat.read_config_dict(self.settings.reference_path, ref_name),
+        self.vocab = rules.check_reference(
+            rules.read_config_dict(model_config.model, "policy (the engine's model)"),
+            rules.read_config_dict(self.settings.reference_path, ref_name),
             base_arch=self.settings.base_architecture,
             reference_name=ref_name,
             same_vocab_required=self.settings.logprobs == "reference",
@@ -256,10 +257,10 @@ class PilafInterpolatedForCausalLM(nn.Module):
         shared = self.vocab.shared
         if reference.shape[-1] == policy.shape[-1]:
             delta = policy - reference
-        else:  # padding: columns past the shared vocabulary carry no difference (never sampled, see compat)
+        else:  # padding: columns past the shared vocabulary carry no difference (never sampled, see engines/rules.py)
             delta = torch.zeros_like(policy)
             torch.sub(policy[:, :shared], reference[:, :shared], out=delta[:, :shared])
-        # z(w_base): the policy at w_base = 0; the reference at w_base = -1 (equal vocabularies, see compat)
+        # z(w_base): the policy at w_base = 0; the reference at w_base = -1 (equal vocabularies, see engines/rules.py)
         base = policy if self.settings.w_base == 0.0 else reference
         self._handoff.publish(
             InterpolationTerms(

@@ -25,10 +25,9 @@ the reference's in "reference" mode) in every mode.
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Literal, NamedTuple
 
+from openrlhf_pilaf.engines.rules import check_w
 from openrlhf_pilaf.engines.vllm_interp.names import W_KEY
 
 LogprobsMode = Literal["policy", "sampled", "reference"]
@@ -50,20 +49,6 @@ def semantics_of(mode: str) -> LogprobsSemantics:
     if mode not in LOGPROBS_MODES:
         raise ValueError(f"logprobs mode {mode!r} is not one of {list(LOGPROBS_MODES)}")
     return LOGPROBS_MODES[mode]
-
-
-def check_w(value: object, where: str) -> float:
-    """`value` as a float w, or ValueError saying `where` it came from.
-
-    Accepts Python / NumPy reals; rejects bools (True is not a weight), strings and non-finite
-    values, which would turn every logit of the row into NaN or +-inf.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{where}: the interpolation weight must be a finite real number, got {value!r}")
-    w = float(value)
-    if not math.isfinite(w):
-        raise ValueError(f"{where}: the interpolation weight must be finite, got {w}")
-    return w
 
 
 def request_w(extra_args: dict | None, default: float) -> float:

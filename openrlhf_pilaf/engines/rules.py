@@ -1,32 +1,26 @@
-"""Can this reference checkpoint sit next to this policy in one interpolated engine? (pure checks on config dicts)
+"""The engine-neutral rules of interpolation, which both engines (vLLM and PyTorch) import.
 
-Both halves are built from one vLLM model class, share the engine's hidden-state buffer and KV-cache
-layout, and are fed the same token ids, so they must be the same network: same architecture and the
-same value for every config key except the metadata listed in NON_STRUCTURAL_KEYS and `vocab_size`.
+- `check_w`: what a valid interpolation weight w is (a finite real, never a bool).
+- Same network: a reference may sit next to a policy only if it is the same architecture with the
+  same value for every config key except the metadata in NON_STRUCTURAL_KEYS and `vocab_size`
+  (both halves are fed the same token ids and share one hidden-state and KV-cache layout).
+- Vocabulary rule (`VocabLayout`): the engine's columns are the policy's (V_p); the shared
+  vocabulary is S = min(V_p, V_r); the tokenizer must fit in S; columns >= S are never sampled in
+  any row (w = 0 included); reference columns past V_p are dropped. The "reference" log-probs mode
+  needs V_r == V_p.
 
-Vocabulary rule (the only difference allowed is padding of the embedding / lm_head rows):
-- the engine's vocabulary is the policy's (`vocab_size` of the policy checkpoint, V_p);
-- the shared vocabulary is S = min(V_p, V_r); the tokenizer must fit in it (checked by the config,
-  which sees the tokenizer), so every row past S is padding that no tokenizer id reaches;
-- tokens >= S are never sampled, in any row (w = 0 included): the reference could not even embed
-  such a token at the next step. This is the rule of `openrlhf_pilaf.ops.interpolated_sample`
-  (columns past its `vocab_size` are never sampled). Prompt token ids must be < S as well (every
-  tokenizer id is);
-- reference columns past V_p are dropped;
-- returned log-probs in the "policy" / "reference" modes are the model's own over its full
-  vocabulary (what a trainer recomputes); "sampled" ones are over the shared vocabulary.
-The "reference" log-probs mode needs V_r == V_p, so that the reference's log-probs are its own.
-
-Used twice: by the config on the driver (early errors, before any engine starts) and by the model
-inside the engine (authoritative: hf_overrides may have been written by hand).
+docs/interpolation.md states the maths these rules protect. Pure checks on config dicts: the vLLM
+config applies them on the driver (early errors, before any engine starts), the vLLM model again
+inside the engine (authoritative: hf_overrides may have been written by hand), the PyTorch engine
+when it loads the two models.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
-
-from openrlhf_pilaf.engines.vllm_interp.names import INTERPOLATED_ARCHITECTURE
 
 # Keys that do not change the network a config describes (bookkeeping, token ids used by generation,
 # initialisation of untrained weights). Everything else must be equal.
@@ -78,18 +72,6 @@ def read_config_dict(path: str, what: str) -> dict[str, Any]:
     except (OSError, ValueError) as e:
         raise IncompatibleReferenceError(f"{what}: cannot read a model config at {path!r}: {e}") from None
     return config
-
-
-def base_architecture(policy_config: dict[str, Any], what: str) -> str:
-    """The policy checkpoint's own architecture (first of `architectures`), which the engine wraps."""
-    archs = policy_config.get("architectures") or []
-    if not archs:
-        raise IncompatibleReferenceError(f"{what}: config.json has no `architectures`; cannot pick a vLLM model class")
-    if archs[0] == INTERPOLATED_ARCHITECTURE:
-        raise IncompatibleReferenceError(
-            f"{what}: config.json already names {INTERPOLATED_ARCHITECTURE}; point it at the plain policy checkpoint"
-        )
-    return str(archs[0])
 
 
 def _vocab_size(config: dict[str, Any], what: str) -> int:
@@ -147,3 +129,17 @@ def check_tokenizer_fits(tokenizer_size: int, layout: VocabLayout, reference_nam
             f"{reference_name}: the tokenizer has {tokenizer_size} tokens but the policy has {layout.policy} and the "
             f"reference {layout.reference} vocabulary rows; vocabularies may differ only in padding past the tokenizer"
         )
+
+
+def check_w(value: object, where: str) -> float:
+    """`value` as a float w, or ValueError saying `where` it came from.
+
+    Accepts Python / NumPy reals; rejects bools (True is not a weight), strings and non-finite
+    values, which would turn every logit of the row into NaN or +-inf.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{where}: the interpolation weight must be a finite real number, got {value!r}")
+    w = float(value)
+    if not math.isfinite(w):
+        raise ValueError(f"{where}: the interpolation weight must be finite, got {w}")
+    return w

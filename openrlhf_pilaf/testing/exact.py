@@ -1,7 +1,7 @@
 """The engine's semantics in float64 from two Hugging Face models: the oracle tests and benchmarks check against.
 
 Independent of vLLM: teacher-forced forwards of the two checkpoints with transformers, then the
-documented rule (semantics.py, compat.py) written out column by column:
+documented rule (engines/rules.py, engines/vllm_interp/semantics.py) written out column by column:
 
     z(w)[j] = (1 + w) * h_policy[j] - w * h_ref[j]   for j < S = min(V_p, V_r)
     z(w)[j] = -inf                                    for S <= j < V_p (padding: never sampled, any w)
