@@ -1,0 +1,49 @@
+"""`--oracle.*`: how scores become preference labels, and how a failing scorer is retried."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from openrlhf_pilaf.utils.config_cli import check_choices, flag_name
+
+
+def _flag(name: str) -> str:
+    return flag_name(OracleConfig, name)
+
+
+@dataclass
+class OracleConfig:
+    """A reward model (or a person) as the preference oracle."""
+
+    cli_group: ClassVar[str] = "oracle"
+
+    labels: Literal["bt", "argmax"] = field(
+        default="bt",
+        metadata={
+            "help": "bt: label a over b with probability sigmoid(score_a - score_b) (Bradley-Terry, seeded draw per "
+            "pair); argmax: the higher score wins, ties by a seeded coin"
+        },
+    )
+    max_retries: int = field(
+        default=3, metadata={"help": "times a failing scorer call (error, timeout, NaN/inf, wrong count) is retried"}
+    )
+    retry_backoff: float = field(
+        default=1.0, metadata={"help": "seconds before the first retry; doubled before each further one"}
+    )
+    timeout: float = field(default=120.0, metadata={"help": "seconds one HTTP scoring request may take"})
+    batch_size: int = field(default=64, metadata={"help": "responses per scorer call"})
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ValueError(f"{_flag('max_retries')} must be an integer >= 0, got {self.max_retries!r}")
+        for name in ("retry_backoff", "timeout"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0) or (name == "timeout" and v == 0):
+                raise ValueError(
+                    f"{_flag(name)} must be a finite number of seconds{' > 0' if name == 'timeout' else ' >= 0'}"
+                )
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"{_flag('batch_size')} must be an integer >= 1, got {self.batch_size!r}")
