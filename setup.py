@@ -1,11 +1,12 @@
-"""openrlhf-pilaf: a plugin for OpenRLHF 0.11.x.
+"""openrlhf-pilaf: a plugin for OpenRLHF (the one release named by `SUPPORTED_OPENRLHF`).
 
-On a GPU cluster: `pip install openrlhf-pilaf` next to an existing `openrlhf[vllm]`.
+On a GPU cluster: `pip install openrlhf-pilaf` next to an existing `openrlhf[vllm]` of that release.
 On a CPU machine (tests, demo): `make install` installs the pinned CPU stack first
 (see requirements/ and the Makefile), because OpenRLHF's own pins (flash-attn, a CUDA vLLM)
 cannot be installed there.
 """
 
+import ast
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -13,23 +14,31 @@ from setuptools import find_packages, setup
 ROOT = Path(__file__).parent
 
 
-def _version() -> str:
-    for line in (ROOT / "openrlhf_pilaf" / "__init__.py").read_text().splitlines():
-        if line.startswith("__version__"):
-            return line.split("=")[1].strip().strip('"')
-    raise RuntimeError("no __version__ in openrlhf_pilaf/__init__.py")
+def _package_constant(name: str) -> str:
+    """A string constant of openrlhf_pilaf/__init__.py, read without importing the package."""
+    tree = ast.parse((ROOT / "openrlhf_pilaf" / "__init__.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise RuntimeError(f"no {name} in openrlhf_pilaf/__init__.py")
 
 
 setup(
     name="openrlhf-pilaf",
-    version=_version(),
+    version=_package_constant("__version__"),
     description="PILAF preference sampling, interpolated decoding and SALSA soup references for OpenRLHF",
     long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["openrlhf_pilaf", "openrlhf_pilaf.*"]),
+    # openrlhf_pilaf/patches is a symlink to the top-level patches/ (the one source); the build
+    # follows it and copies the files into the wheel, where importlib.resources finds them.
+    package_data={"openrlhf_pilaf": ["patches/*.patch"]},
+    include_package_data=False,
     install_requires=[
-        "openrlhf>=0.11.2,<0.12",
+        # Exactly the release our patches and OpenRLHF-facing code are tested against (one place:
+        # openrlhf_pilaf.SUPPORTED_OPENRLHF, also checked at start-up by require_supported_openrlhf).
+        f"openrlhf=={_package_constant('SUPPORTED_OPENRLHF')}",
         "torch>=2.4",
         "transformers>=5.15",
         "safetensors>=0.4",
@@ -46,6 +55,7 @@ setup(
     entry_points={
         "console_scripts": [
             "openrlhf-pilaf-patch=openrlhf_pilaf.cli.apply_patches:main",
+            "openrlhf-pilaf-check=openrlhf_pilaf.cli.check:main",
             "openrlhf-pilaf-soup=openrlhf_pilaf.cli.build_soup:main",
             "openrlhf-pilaf-ppo=openrlhf_pilaf.cli.train_ppo_ray:main",
         ],

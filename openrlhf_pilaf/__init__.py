@@ -6,4 +6,7 @@ DeepSpeed, so that the vLLM plugin entry point and the CLIs can load it in any p
 
 __version__ = "0.1.0"
 
+# The one OpenRLHF release this package supports: our patches are diffs against it and our
+# OpenRLHF-facing code is tested against it. setup.py pins `openrlhf==` this, and launchers check it
+# at start-up (`openrlhf_pilaf.utils.openrlhf_patches.require_supported_openrlhf`).
 SUPPORTED_OPENRLHF = "0.11.2"

@@ -1,23 +1,32 @@
-"""Our source patches against the pinned OpenRLHF: they apply, re-apply as a no-op, revert to the
-pristine release, notice foreign edits, and refuse any other OpenRLHF version."""
+"""Our source patches against the pinned OpenRLHF: they ship inside the package, apply, re-apply as a
+no-op, revert to the pristine release, notice foreign edits, and refuse any other OpenRLHF version;
+the start-up checks the launchers call refuse an unpatched CPU stack with the command to run."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import openrlhf_pilaf
 from openrlhf_pilaf.utils.openrlhf_patches import (
+    DEFAULT_PATCH_DIR,
     PatchError,
+    UnsupportedOpenRLHFError,
     apply_patches,
     installed_openrlhf_version,
     openrlhf_site_dir,
     patch_files,
     patch_state,
+    require_patches,
+    require_supported_openrlhf,
     revert_patches,
 )
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.openrlhf
 
@@ -77,3 +86,37 @@ def test_foreign_edit_is_reported_not_merged(openrlhf_copy):
     with pytest.raises(PatchError, match="edited by something else"):
         apply_patches(openrlhf_copy, version="0.11.2")
     assert _snapshot(openrlhf_copy) == before, "nothing is changed when any patch cannot apply"
+
+
+def test_patches_are_package_data_with_one_source():
+    assert Path(openrlhf_pilaf.__file__).parent / "patches" == DEFAULT_PATCH_DIR
+    names = [p.name for p in patch_files()]
+    assert names == sorted(p.name for p in (REPO_ROOT / "patches").glob("*.patch"))
+    # in a checkout the package's copy is the top-level patches/ itself, not a second copy
+    assert DEFAULT_PATCH_DIR.is_symlink()
+    assert DEFAULT_PATCH_DIR.resolve() == (REPO_ROOT / "patches").resolve()
+
+
+def test_require_supported_openrlhf_names_both_versions():
+    assert require_supported_openrlhf() == openrlhf_pilaf.SUPPORTED_OPENRLHF == "0.11.2"
+    with pytest.raises(UnsupportedOpenRLHFError, match=r"supports openrlhf==0\.11\.2.*openrlhf==0\.12\.0 is installed"):
+        require_supported_openrlhf("0.12.0")
+    assert issubclass(UnsupportedOpenRLHFError, PatchError)
+
+
+def test_require_patches_refuses_unpatched_cpu_stack_with_the_command(openrlhf_copy):
+    require_patches(cpu_stack=True, site_dir=openrlhf_copy)  # the copy is patched
+    revert_patches(openrlhf_copy, version="0.11.2")
+    with pytest.raises(PatchError, match="openrlhf-pilaf-patch") as err:
+        require_patches(cpu_stack=True, site_dir=openrlhf_copy)
+    assert all(p.name in str(err.value) for p in patch_files())
+    require_patches(cpu_stack=False, site_dir=openrlhf_copy)  # a GPU install needs no patch
+
+
+def test_require_patches_is_cheap():
+    code = (
+        "import sys; from openrlhf_pilaf.utils.openrlhf_patches import require_patches; require_patches(True); "
+        "print(sorted(m for m in ('torch', 'ray', 'vllm', 'deepspeed', 'openrlhf') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,4 +1,7 @@
-"""`python -m openrlhf_pilaf.cli.apply_patches [--check|--revert]`: patch the installed OpenRLHF."""
+"""`python -m openrlhf_pilaf.cli.apply_patches [--check|--revert]` (`openrlhf-pilaf-patch`): patch the
+installed OpenRLHF. The CPU stack needs every patch; a GPU install needs none (see
+`python -m openrlhf_pilaf.cli.check`). Exit 0 on success (`--check`: all applied), 1 when `--check`
+finds a patch not applied, 2 on an error (another OpenRLHF version, foreign edits, no `patch` tool)."""
 
 from __future__ import annotations
 
@@ -12,17 +15,18 @@ from openrlhf_pilaf.utils.openrlhf_patches import (
     openrlhf_site_dir,
     patch_files,
     patch_state,
+    require_supported_openrlhf,
     revert_patches,
 )
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--patches.dir",
         dest="patch_dir",
         default=str(DEFAULT_PATCH_DIR),
-        help="directory of *.patch files (default: the repository's patches/)",
+        help="directory of *.patch files (default: the patches shipped inside the package)",
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="exit 1 unless every patch is applied")
@@ -34,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         if args.check:
+            require_supported_openrlhf()
             site = openrlhf_site_dir()
             states = {p.name: patch_state(p, site) for p in patch_files(args.patch_dir)}
             for name, state in states.items():
