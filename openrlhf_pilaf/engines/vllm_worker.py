@@ -15,8 +15,9 @@ touches the frozen reference. Synced weights also make cached KV blocks stale: a
 does, call the engine's `reset_prefix_cache` after a sync when prefix caching is on (a worker cannot
 reach the scheduler that owns the cache).
 
-Select it with `create_vllm_engines(..., worker_extension_cls=PILAF_WORKER_EXTENSION)`
-(patch 0004 adds the argument).
+Our rollout engines select it (`engines.vllm_rollout_actors.create_rollout_engines`, plain or
+interpolated): OpenRLHF's own `create_vllm_engines` hard-codes its `WorkerWrap`. For an offline
+engine, pass `vllm.LLM(..., worker_extension_cls=PILAF_WORKER_EXTENSION)`.
 """
 
 from __future__ import annotations

@@ -5,11 +5,10 @@ batch mixes vanilla (w = 0), PILAF's pi_plus / pi_minus (w = +beta / -beta) and 
 rows; both models keep their own KV cache. Inside OpenRLHF's Ray rollout actors:
 
     from openrlhf_pilaf.engines.vllm_interp import InterpolatedEngineConfig, W_KEY
-    from openrlhf_pilaf.engines.vllm_worker import PILAF_WORKER_EXTENSION
+    from openrlhf_pilaf.engines.vllm_interp.launch import create_interpolated_vllm_engines
 
     cfg = InterpolatedEngineConfig(reference_path=sft_dir, logprobs="policy")
-    engines = create_vllm_engines(..., pretrain=policy_dir, worker_extension_cls=PILAF_WORKER_EXTENSION,
-                                  engine_kwargs=cfg.engine_kwargs(policy_dir))
+    engines = create_interpolated_vllm_engines(cfg, pretrain=policy_dir, num_engines=2, tensor_parallel_size=1, ...)
     SamplingParams(..., extra_args={W_KEY: 0.1})        # W_KEY == "pilaf_w"
 
 Pieces (one job each):

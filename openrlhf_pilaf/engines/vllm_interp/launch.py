@@ -1,15 +1,17 @@
-"""Start OpenRLHF's Ray rollout engines as interpolated engines, from the `--interp.*` flags.
+"""Start OpenRLHF's Ray rollout actors as interpolated engines, from the `--interp.*` flags.
 
     parser = argparse.ArgumentParser()
     add_dataclass_arguments(parser, InterpolatedEngineConfig)      # --interp.reference_path, ...
     args, rest = parser.parse_known_args()
+    ray.init(...)
     engines = create_interpolated_vllm_engines(
         dataclass_from_namespace(InterpolatedEngineConfig, args),
-        num_engines=2, tensor_parallel_size=1, pretrain=policy_dir, seed=42, ...)  # create_vllm_engines' args
+        num_engines=2, tensor_parallel_size=1, pretrain=policy_dir, seed=42, max_model_len=2048, ...)
 
-Everything else is OpenRLHF's `create_vllm_engines` (patch 0004 adds `worker_extension_cls` and
-`engine_kwargs`): our worker extension routes weight syncs into the policy half, and the config's
-engine arguments select the interpolated architecture, the logits processor and the log-probs mode.
+The actors are OpenRLHF's own `RolloutRayActor`, placed by `engines.vllm_rollout_actors` (no patched
+OpenRLHF needed on GPU): our worker extension routes weight syncs into the policy half, and the
+config's engine arguments select the interpolated architecture, the logits processor and the
+log-probs mode.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from openrlhf_pilaf.engines.vllm_interp.config import InterpolatedEngineConfig
 def interpolated_engine_kwargs(
     cfg: InterpolatedEngineConfig, pretrain: str, engine_kwargs: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """`engine_kwargs` for create_vllm_engines: the caller's, plus ours (which may not be overridden)."""
+    """vLLM engine arguments: the caller's `engine_kwargs`, plus ours (which may not be overridden)."""
     ours = cfg.engine_kwargs(pretrain)
     theirs = dict(engine_kwargs or {})
     clash = sorted(set(theirs) & set(ours))
@@ -36,18 +38,18 @@ def interpolated_engine_kwargs(
 def create_interpolated_vllm_engines(
     cfg: InterpolatedEngineConfig, *, pretrain: str, engine_kwargs: dict[str, Any] | None = None, **kwargs: Any
 ) -> list:
-    """OpenRLHF's `create_vllm_engines(pretrain=..., **kwargs)`, each engine holding the policy and the reference."""
-    from openrlhf.trainer.ray.vllm_engine import create_vllm_engines
-
+    """`vllm_rollout_actors.create_rollout_engines(pretrain=..., **kwargs)`, each engine holding the policy
+    and the reference."""
+    from openrlhf_pilaf.engines.vllm_rollout_actors import create_rollout_engines
     from openrlhf_pilaf.engines.vllm_worker import PILAF_WORKER_EXTENSION
 
     if kwargs.get("logprobs_mode") is not None:
-        raise ValueError("logprobs_mode is set by --interp.logprobs; do not pass it to create_vllm_engines")
+        raise ValueError("logprobs_mode is set by --interp.logprobs; do not pass it as an argument")
     if kwargs.setdefault("worker_extension_cls", PILAF_WORKER_EXTENSION) != PILAF_WORKER_EXTENSION:
         raise ValueError(
             f"interpolated engines need the worker extension {PILAF_WORKER_EXTENSION} (policy-only weight sync), "
             f"got {kwargs['worker_extension_cls']}"
         )
-    return create_vllm_engines(
+    return create_rollout_engines(
         pretrain=pretrain, engine_kwargs=interpolated_engine_kwargs(cfg, pretrain, engine_kwargs), **kwargs
     )
