@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import math
+import os
 import runpy
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
 pytestmark = [pytest.mark.openrlhf]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _launch(tiny_suite, tmp_path, *extra):
@@ -113,3 +121,136 @@ def test_openrlhf_ppo_entry_builds_our_reference_which_loads_the_soup(ray_cluste
     assert torch.allclose(got, _hf_logprobs(launch.reference_path, ids, attn, mask), atol=1e-3)
     assert (got - _hf_logprobs(tiny_suite.policy, ids, attn, mask)).abs().max() > 0.1
     ray_cluster.kill(actor)
+
+
+# ------------------------------------------------------------- SalsaConfig: refused at construction
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"dtype": "bf17"}, r"--salsa\.dtype: 'bf17' is not one of"),
+        ({"weights": [1.0, math.nan]}, r"--salsa\.weights: weight nan of ingredient 2 \(b\) must be finite"),
+        ({"weights": [math.inf, 1.0]}, r"--salsa\.weights: weight inf of ingredient 1 \(a\) must be finite"),
+        ({"weights": [1.0, -0.5]}, r"--salsa\.weights: weight -0\.5 of ingredient 2 \(b\) must be finite and >= 0"),
+        ({"weights": [0, 0]}, r"--salsa\.weights: all weights are 0"),
+        ({"weights": [1.0, 2.0, 3.0]}, r"--salsa\.weights has 3 values for 2 --salsa\.ingredients"),
+        ({"output": ""}, r"--salsa\.output: empty path"),
+        ({"output": "a/soup"}, r"--salsa\.output: .*overlaps ingredient 1"),
+        ({"ingredients": ["a", ""]}, r"--salsa\.ingredients: empty path"),
+        ({"ingredients": [], "allow_pickle": True}, r"--salsa\.ingredients is empty"),
+    ],
+)
+def test_salsa_config_refuses_bad_values_naming_salsa_flags(kwargs, match):
+    from openrlhf_pilaf.trainer.salsa import SalsaConfig
+
+    kwargs = {"ingredients": ["a", "b"], **kwargs}
+    with pytest.raises(ValueError, match=match) as err:
+        SalsaConfig(**kwargs)
+    assert "--soup." not in str(err.value)
+
+
+def test_builder_errors_name_salsa_flags(tiny_suite, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from openrlhf_pilaf.soup import SoupError
+    from openrlhf_pilaf.trainer.salsa import SalsaConfig
+
+    def refused(match, **kwargs):
+        cfg = SalsaConfig(**kwargs)  # valid on its own: these need the files
+        with pytest.raises(SoupError, match=match) as err:
+            cfg.build()
+        assert "--soup." not in str(err.value)
+
+    policy, alt = str(tiny_suite.policy), str(tiny_suite.policy_alt)
+    refused(r"^--salsa\.ingredients: ingredient 2 .*architecture differs", ingredients=[policy, str(tiny_suite.reward)])
+    refused(r"^--salsa\.ingredients: ingredient 2 .*not a directory", ingredients=[policy, str(tmp_path / "nope")])
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "notes.txt").write_text("mine")
+    refused(r"^--salsa\.output: .* is not a soup", ingredients=[policy, alt], output=str(occupied))
+
+    pickled = shutil.copytree(tiny_suite.policy_alt, tmp_path / "pickled")
+    torch.save(load_file(str(pickled / "model.safetensors")), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    refused(r"pickled weights .*pass --salsa\.allow_pickle", ingredients=[policy, str(pickled)])
+    soup = SalsaConfig(ingredients=[policy, str(pickled)], output=str(tmp_path / "soup"), allow_pickle=True).build()
+    assert (soup / "model.safetensors").is_file()
+
+
+# ------------------------------------------------------------------------ main(), as a user runs it
+def _cli(*argv, timeout=120, **env):
+    return subprocess.run(
+        [sys.executable, "-m", "openrlhf_pilaf.cli.train_ppo_ray", *argv],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=timeout,
+        env={**os.environ, **env},
+    )
+
+
+def test_cli_help_and_a_refusal_exit_cleanly(tmp_path):
+    shown = _cli("--help")
+    assert shown.returncode == 0, shown.stderr
+    for flag in ("--salsa.ingredients", "--salsa.weights", "--salsa.init_policy", "--salsa.allow_pickle"):
+        assert flag in shown.stdout
+    assert "openrlhf.cli.train_ppo_ray" in shown.stdout
+
+    refused = _cli("--salsa.ingredients", "a", "b", "--salsa.weights", "0", "0", "--actor.model_name_or_path", "a")
+    assert refused.returncode == 2
+    assert "error: --salsa.weights: all weights are 0" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_main_checks_the_openrlhf_install_before_building(monkeypatch, tmp_path, capsys, tiny_suite):
+    from openrlhf_pilaf.cli.train_ppo_ray import main
+    from openrlhf_pilaf.utils import openrlhf_patches
+
+    seen = {}
+
+    def missing(cpu_stack):
+        seen["cpu_stack"] = cpu_stack
+        raise openrlhf_patches.PatchError("0004 is not applied; run `openrlhf-pilaf-patch`")
+
+    monkeypatch.setattr(openrlhf_patches, "require_patches", missing)
+    argv = ["--salsa.ingredients", str(tiny_suite.policy), str(tiny_suite.policy_alt)]
+    argv += ["--salsa.output", str(tmp_path / "soup"), "--actor.model_name_or_path", str(tiny_suite.policy)]
+    assert main(argv) == 2
+    assert "error: 0004 is not applied; run `openrlhf-pilaf-patch`" in capsys.readouterr().err
+    assert seen["cpu_stack"] is (not torch.cuda.is_available())
+    assert not (tmp_path / "soup").exists()
+
+
+@pytest.mark.ray
+def test_real_launch_builds_the_soup_and_is_refused_by_the_gpu_preflight(tiny_suite, tmp_path, cache_root):
+    """The whole way a user goes: soup built, our reference wired, OpenRLHF's train() entered, then the
+    pre-flight refuses at once with the flags, where Ray would wait for GPUs forever."""
+    from openrlhf_pilaf.soup import read_record
+
+    soup = tmp_path / "soup"
+    argv = ["--salsa.ingredients", str(tiny_suite.policy), str(tiny_suite.policy_alt), "--salsa.weights", "3", "1"]
+    argv += ["--salsa.output", str(soup), "--actor.model_name_or_path", str(tiny_suite.policy)]
+    argv += ["--reward.model_name_or_path", str(tiny_suite.reward), "--vllm.num_engines", "1"]
+    for group in ("actor", "ref", "critic", "reward"):
+        argv += [f"--{group}.num_gpus_per_node", "1"]
+    (cache_root / "ray-launch").mkdir(exist_ok=True)
+    start = time.monotonic()
+    run = _cli(*argv, timeout=300, RAY_TMPDIR=str(cache_root / "ray-launch"))
+    elapsed = time.monotonic() - start
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert [i["weight"] for i in read_record(soup)["ingredients"]] == [0.75, 0.25]
+    assert f"SALSA reference: {soup.resolve()}" in run.stderr
+    assert "GPU pre-flight in OpenRLHF's train()" in run.stderr  # reached only inside train(), after ray.init
+    error = next(line for line in run.stderr.splitlines() if line.startswith("error: "))
+    assert "asks for 4 GPUs" in error and "the Ray cluster has 0" in error
+    for flag in (
+        "--actor.num_gpus_per_node 1",
+        "--ref.num_gpus_per_node 1",
+        "--critic.num_gpus_per_node 1",
+        "--reward.num_gpus_per_node 1",
+    ):
+        assert flag in error
+    assert "vLLM" not in error  # on a GPU-less cluster the engines go on CPU (patch 0004)
+    assert "Traceback" not in run.stderr and "No available node types" not in run.stderr
+    assert elapsed < 240

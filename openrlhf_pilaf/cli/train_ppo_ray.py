@@ -4,14 +4,22 @@ OpenRLHF's own PPO entry point, with a SALSA soup as the KL reference: the soup 
 driver first, the reference actor loads it (OpenRLHF 0.11.2 would load the actor path), and with
 `--salsa.init_policy` the policy and the vLLM engines start from it too. Every other flag goes
 to OpenRLHF unchanged. Without `--salsa.ingredients` this is plain `openrlhf.cli.train_ppo_ray`.
+
+Before anything is built, the installed OpenRLHF (and on the CPU stack, our patches) are checked.
+Once OpenRLHF's `train()` has connected to Ray, a pre-flight compares the GPUs its flags ask for
+with the cluster's and refuses at once, naming the flags, where Ray would wait forever.
+Exit status: 0 trained, 2 refused (bad flags, a soup that cannot be built, unsupported OpenRLHF or
+missing patches, too few GPUs), anything else from OpenRLHF itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import runpy
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +29,7 @@ from openrlhf_pilaf.utils.config_cli import add_dataclass_arguments, dataclass_f
 
 logger = logging.getLogger(__name__)
 
+PROG = "python -m openrlhf_pilaf.cli.train_ppo_ray"
 OPENRLHF_ENTRY = "openrlhf.cli.train_ppo_ray"
 ACTOR_FLAG = "--actor.model_name_or_path"
 KL_FLAG = "--algo.kl.init_coef"
@@ -35,7 +44,7 @@ class PPOLaunch:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, add_help=False)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[1], add_help=False)
     add_dataclass_arguments(parser, SalsaConfig)
     return parser
 
@@ -57,13 +66,61 @@ def prepare_launch(argv: list[str]) -> PPOLaunch:
     return PPOLaunch(rest, salsa, soup)
 
 
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(format="%(asctime)s %(levelname)-8s %(message)s", level=logging.INFO)
-    argv = sys.argv[1:] if argv is None else argv
-    if "-h" in argv or "--help" in argv:
-        make_parser().print_help()
-        print(f"\nAll other flags are {OPENRLHF_ENTRY}'s (python -m {OPENRLHF_ENTRY} --help).")
+def check_openrlhf_install() -> None:
+    """The supported OpenRLHF, and on a machine without CUDA (the CPU stack) every patch applied."""
+    import torch
+
+    from openrlhf_pilaf.utils.openrlhf_patches import require_patches, require_supported_openrlhf
+
+    require_supported_openrlhf()
+    require_patches(cpu_stack=not torch.cuda.is_available())
+
+
+def gpu_preflight(args) -> None:
+    """Refuse OpenRLHF's PPO launch `args` if the Ray cluster has too few GPUs for it."""
+    from openrlhf_pilaf.utils import ray_resources
+
+    if ray_resources.skip_requested():
+        logger.info("GPU pre-flight skipped (%s is set)", ray_resources.SKIP_ENV)
         return
+    available = ray_resources.ray_cluster_gpus()
+    # Our patch 0004 places vLLM engines on CPU where the cluster has no GPU.
+    requests = ray_resources.openrlhf_ppo_gpu_requests(args, vllm_uses_gpus=available > 0)
+    logger.info(
+        "GPU pre-flight in OpenRLHF's train(): %d asked (%s), %g in the Ray cluster",
+        ray_resources.total_gpus(requests),
+        "; ".join(r.describe() for r in requests),
+        available,
+    )
+    ray_resources.check_gpus(requests, available)
+
+
+@contextlib.contextmanager
+def preflight_in_openrlhf_train() -> Iterator[None]:
+    """Run `gpu_preflight` inside OpenRLHF's `train()`, right after its `ray.init`.
+
+    `train()` (cli/train_ppo_ray.py:35 in 0.11.2) calls `get_strategy(args)` first thing after
+    connecting to Ray, with the fully parsed flags; the entry module imports that name from
+    `openrlhf.utils` when it is executed, so wrapping it there (as our reference actor is swapped in)
+    gives the check OpenRLHF's own arguments and the real cluster, before any placement group.
+    """
+    import openrlhf.utils as openrlhf_utils
+
+    original = openrlhf_utils.get_strategy
+
+    def get_strategy_after_preflight(args):
+        gpu_preflight(args)
+        return original(args)
+
+    openrlhf_utils.get_strategy = get_strategy_after_preflight
+    try:
+        yield
+    finally:
+        openrlhf_utils.get_strategy = original
+
+
+def _prepare(argv: list[str]) -> PPOLaunch:
+    check_openrlhf_install()
     launch = prepare_launch(argv)
     if launch.reference_path is not None:
         from openrlhf_pilaf.trainer.reference import use_reference_for_openrlhf_ppo
@@ -72,9 +129,49 @@ def main(argv: list[str] | None = None) -> None:
         logger.info(
             "SALSA reference: %s (policy from %s)", launch.reference_path, flag_value(launch.openrlhf_argv, ACTOR_FLAG)
         )
-    sys.argv = [OPENRLHF_ENTRY, *launch.openrlhf_argv]
-    runpy.run_module(OPENRLHF_ENTRY, run_name="__main__", alter_sys=True)
+    return launch
+
+
+def _run_openrlhf(openrlhf_argv: list[str]) -> None:
+    import ray
+
+    ours = not ray.is_initialized()  # else train() uses the caller's connection, which is not ours to close
+    saved_argv = sys.argv
+    sys.argv = [OPENRLHF_ENTRY, *openrlhf_argv]
+    try:
+        with preflight_in_openrlhf_train():
+            runpy.run_module(OPENRLHF_ENTRY, run_name="__main__", alter_sys=True)
+    except BaseException:
+        if ours and ray.is_initialized():
+            ray.shutdown()
+        raise
+    finally:
+        sys.argv = saved_argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the launch; refusals print `error: ...` on stderr (no traceback) and return 2."""
+    from openrlhf_pilaf.utils.openrlhf_patches import PatchError
+    from openrlhf_pilaf.utils.ray_resources import InsufficientGpusError
+
+    logging.basicConfig(format="%(asctime)s %(levelname)-8s %(message)s", level=logging.INFO)
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        make_parser().print_help()
+        print(f"\nAll other flags are {OPENRLHF_ENTRY}'s (python -m {OPENRLHF_ENTRY} --help).")
+        return 0
+    try:
+        launch = _prepare(argv)
+    except (ValueError, PatchError) as e:  # our checks: bad --salsa.* flags, SoupError, the install
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        _run_openrlhf(launch.openrlhf_argv)
+    except InsufficientGpusError as e:  # only our pre-flight: OpenRLHF's own errors keep their traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Building a SALSA soup: theta_soup = sum_i c_i * theta_i, streamed chunk by chunk to safetensors.
 
-Memory: every tensor is processed in flat chunks of `chunk_elems` elements (the average is
+Memory: every tensor is processed in flat chunks of `--soup.chunk_elems` elements (the average is
 element-wise, so any split is exact); per chunk, each ingredient's bytes are `pread` into one
 buffer and added into an fp32 accumulator, which is divided by the weight sum, checked for NaN/inf,
 cast and handed to a writer thread appending to the open output shard. Peak resident memory is
@@ -10,7 +10,9 @@ size (measured: 0.38 GiB peak RSS for a 1.2B-parameter soup, bench/bench_soup.py
 
 Atomicity: the soup is written into a temporary directory beside the output and renamed into place
 only when complete, with its record (`soup.json`) last; any exception, Ctrl-C included, removes the
-temporary directory. The output directory is never partially written or overwritten.
+temporary directory. The output directory is never partially written or overwritten. A build
+killed outright (SIGKILL, OOM) cannot clean up: its directory carries a writer marker, and the
+next build of the same output removes it once its writer is gone (staging.py).
 
 Idempotency: an output directory that already holds a soup of the same recipe (ingredient
 contents, coefficients, dtypes; see record.py) is reused as is, so callers such as the SALSA
@@ -23,7 +25,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -46,15 +47,13 @@ from openrlhf_pilaf.soup.record import (
     recipe,
     write_record,
 )
+from openrlhf_pilaf.soup.staging import BuildDir, clear_stale
 from openrlhf_pilaf.soup.tensor_io import OutputTensor, ShardLayout, plan_shards, write_index
 from openrlhf_pilaf.utils.config_cli import flag_name
 
 logger = logging.getLogger(__name__)
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-# 8M elements: 32 MB per fp32 buffer. Large enough that per-chunk Python overhead is noise, small
-# enough that the six buffers stay far below any checkpoint's size.
-DEFAULT_CHUNK_ELEMS = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -334,14 +333,17 @@ def _hash_threads() -> int:
     return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
-def build_soup(config: SoupConfig, *, chunk_elems: int = DEFAULT_CHUNK_ELEMS, progress: bool | None = None) -> Path:
+def build_soup(config: SoupConfig, *, chunk_elems: int | None = None, progress: bool | None = None) -> Path:
     """Build the soup `config` describes (or reuse an identical one) and return its directory.
 
     Raises SoupError, before anything is written, for incompatible ingredients or an occupied
     output directory; during the build, for NaN/inf in an averaged tensor. `progress`: a tqdm bar
-    over tensors (None: only when stderr is a terminal).
+    over tensors (None: only when stderr is a terminal). `chunk_elems` overrides
+    `config.chunk_elems`. First removes what killed builds of the same output left behind.
     """
     out = Path(config.output).resolve()
+    chunk_elems = config.chunk_elems if chunk_elems is None else chunk_elems
+    clear_stale(out)
     weights = config.effective_weights
     arithmetic = config.arithmetic
     ingredients = [load_ingredient(p, i + 1, config.allow_pickle) for i, p in enumerate(config.ingredients)]
@@ -385,12 +387,11 @@ def build_soup(config: SoupConfig, *, chunk_elems: int = DEFAULT_CHUNK_ELEMS, pr
         [round(w, 6) for w in weights],
         out,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.soup-tmp-", dir=out.parent))
+    staging = BuildDir(out)
+    tmp = staging.path
     cancel = threading.Event()
     averager = None
     try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model directory is normally readable
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="soup-hashing") as pool:
             hashing = pool.submit(hash_all, {}, cancel)  # overlaps the averaging (hashlib frees the GIL)
             try:
@@ -422,6 +423,7 @@ def build_soup(config: SoupConfig, *, chunk_elems: int = DEFAULT_CHUNK_ELEMS, pr
             max_shard_size=config.max_shard_size,
         )
         write_record(tmp, record)
+        staging.release()  # the marker must not end up in the soup
         if _publish(tmp, out, want_recipe(file_hashes)):
             logger.info("wrote the soup to %s (%d shard(s))", out, len(layouts))
         else:
@@ -429,6 +431,5 @@ def build_soup(config: SoupConfig, *, chunk_elems: int = DEFAULT_CHUNK_ELEMS, pr
     finally:
         if averager is not None:
             averager.close()
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        staging.remove()
     return out

@@ -13,6 +13,10 @@ from openrlhf_pilaf.utils.config_cli import check_choices, flag_name
 
 SoupDtype = Literal["auto", "bf16", "fp16", "fp32"]
 
+# 8M elements: 32 MB per fp32 buffer. Large enough that per-chunk Python overhead is noise, small
+# enough that the builder's six chunk buffers stay far below any checkpoint's size.
+DEFAULT_CHUNK_ELEMS = 8 * 1024 * 1024
+
 # Units as Hugging Face spells shard sizes ("5GB" is 5 * 10**9 bytes, "5GiB" is 5 * 2**30).
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
@@ -100,6 +104,15 @@ class SoupConfig:
         },
     )
 
+    chunk_elems: int = field(
+        default=DEFAULT_CHUNK_ELEMS,
+        metadata={
+            "help": "elements the builder reads, averages and writes at a time: peak memory is about 24 bytes per "
+            "element (six fp32 buffers); the output bytes do not depend on it",
+            "metavar": "N",
+        },
+    )
+
     def __post_init__(self) -> None:
         try:
             check_choices(self)
@@ -119,6 +132,8 @@ class SoupConfig:
             raise SoupError(f"{_flag('max_shard_size')}: {e}") from None
         if shard_bytes <= 0:
             raise SoupError(f"{_flag('max_shard_size')}: must be positive, got {self.max_shard_size!r}")
+        if isinstance(self.chunk_elems, bool) or not isinstance(self.chunk_elems, int) or self.chunk_elems < 1:
+            raise SoupError(f"{_flag('chunk_elems')}: must be a positive integer, got {self.chunk_elems!r}")
         self._check_weights()
         self._check_paths()
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from openrlhf_pilaf.soup.config import SoupConfig
 from openrlhf_pilaf.soup.errors import SoupError
 from openrlhf_pilaf.soup.tensor_io import (
     PickleReader,
@@ -21,6 +22,7 @@ from openrlhf_pilaf.soup.tensor_io import (
     TensorFormatError,
     read_safetensors_header,
 )
+from openrlhf_pilaf.utils.config_cli import flag_name
 
 logger = logging.getLogger(__name__)
 
@@ -114,22 +116,62 @@ class Ingredient:
         return {f: cls(self.path / f) for f in self.weight_files}
 
 
-def _safetensors_files(path: Path) -> tuple[str, ...] | None:
-    if (path / ST_INDEX).is_file():
-        index = json.loads((path / ST_INDEX).read_text())
-        return tuple(sorted(set(index["weight_map"].values())))
-    if (path / ST_SINGLE).is_file():
-        return (ST_SINGLE,)
+@dataclass(frozen=True)
+class WeightFiles:
+    """An ingredient's weight files, and its index (`weight_map`: tensor -> shard) if sharded."""
+
+    format: str  # "safetensors" or "pickle"
+    files: tuple[str, ...]
+    index: str | None = None
+    weight_map: dict[str, str] | None = None
+
+
+def _read_index(path: Path, name: str, label: str) -> dict[str, str]:
+    """The `weight_map` of a sharded checkpoint's index, checked for shape, not yet against the shards."""
+    where = f"{label}: {name}"
+    try:
+        index = json.loads((path / name).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SoupError(f"{where} cannot be read as JSON ({e})") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+    ):
+        raise SoupError(f'{where} has no "weight_map" of tensor names to shard files')
+    if not weight_map:
+        raise SoupError(f"{where} lists no tensors")
+    for shard in set(weight_map.values()):
+        # Shards live in the checkpoint directory itself; an index must not point elsewhere.
+        if not shard or Path(shard).is_absolute() or ".." in Path(shard).parts:
+            raise SoupError(f"{where} names shard {shard!r}, which is not a file inside {path}")
+    return weight_map
+
+
+def _weight_files(path: Path, label: str) -> WeightFiles | None:
+    """Where the weights are, safetensors first (index, then single file), then pickles."""
+    for fmt, index, single in (("safetensors", ST_INDEX, ST_SINGLE), ("pickle", PT_INDEX, PT_SINGLE)):
+        if (path / index).is_file():
+            weight_map = _read_index(path, index, label)
+            return WeightFiles(fmt, tuple(sorted(set(weight_map.values()))), index, weight_map)
+        if (path / single).is_file():
+            return WeightFiles(fmt, (single,))
     return None
 
 
-def _pickle_files(path: Path) -> tuple[str, ...] | None:
-    if (path / PT_INDEX).is_file():
-        index = json.loads((path / PT_INDEX).read_text())
-        return tuple(sorted(set(index["weight_map"].values())))
-    if (path / PT_SINGLE).is_file():
-        return (PT_SINGLE,)
-    return None
+def _check_index(label: str, wf: WeightFiles, tensors: dict[str, TensorEntry]) -> None:
+    """The index and the shards must agree tensor by tensor: a loader trusting either must see one model."""
+    for name, shard in sorted(wf.weight_map.items()):
+        entry = tensors.get(name)
+        if entry is None:
+            raise SoupError(f"{label}: {wf.index} places tensor {name!r} in {shard}, but no shard holds it")
+        if entry.file != shard:
+            raise SoupError(f"{label}: {wf.index} places tensor {name!r} in {shard}, but it is in {entry.file}")
+    unlisted = sorted(tensors.keys() - wf.weight_map.keys())
+    if unlisted:
+        raise SoupError(
+            f"{label}: {tensors[unlisted[0]].file} holds {len(unlisted)} tensor(s) that {wf.index} does not list, "
+            f"e.g. {unlisted[:3]}"
+        )
 
 
 def load_ingredient(path: str | Path, number: int, allow_pickle: bool = False) -> Ingredient:
@@ -147,24 +189,23 @@ def load_ingredient(path: str | Path, number: int, allow_pickle: bool = False) -
     if "quantization_config" in config:
         raise SoupError(f"{label}: quantized checkpoints cannot be averaged element-wise; use the unquantized weights")
 
-    files = _safetensors_files(path)
-    fmt = "safetensors"
-    if files is None:
-        files = _pickle_files(path)
-        fmt = "pickle"
-        if files is None:
-            others = sorted(p.name for p in path.glob("*.safetensors"))
-            hint = f" (found {others}: a PEFT adapter must be merged first)" if others else ""
-            raise SoupError(f"{label}: no {ST_SINGLE}, {ST_INDEX}, {PT_SINGLE} or {PT_INDEX}{hint}")
+    wf = _weight_files(path, label)
+    if wf is None:
+        others = sorted(p.name for p in path.glob("*.safetensors"))
+        hint = f" (found {others}: a PEFT adapter must be merged first)" if others else ""
+        raise SoupError(f"{label}: no {ST_SINGLE}, {ST_INDEX}, {PT_SINGLE} or {PT_INDEX}{hint}")
+    fmt, files = wf.format, wf.files
+    if fmt == "pickle":
         if not allow_pickle:
             raise SoupError(
                 f"{label}: has only pickled weights ({', '.join(files)}); loading pickles can run code, so pass "
-                "--soup.allow_pickle to load them with torch.load(weights_only=True), or convert them to safetensors"
+                f"{flag_name(SoupConfig, 'allow_pickle')} to load them with torch.load(weights_only=True), or "
+                "convert them to safetensors"
             )
         logger.warning("%s: loading pickled weights %s with weights_only=True", label, ", ".join(files))
     for f in files:
         if not (path / f).is_file():
-            raise SoupError(f"{label}: weight file {f} listed in its index is missing")
+            raise SoupError(f"{label}: shard {f}, listed in {wf.index}, is missing")
 
     tensors: dict[str, TensorEntry] = {}
     for f in files:
@@ -183,6 +224,8 @@ def load_ingredient(path: str | Path, number: int, allow_pickle: bool = False) -
             tensors[e.name] = e
     if not tensors:
         raise SoupError(f"{label}: its weight files hold no tensors")
+    if wf.weight_map is not None:
+        _check_index(label, wf, tensors)
     return Ingredient(number, path, config, fmt, files, tensors)
 
 
