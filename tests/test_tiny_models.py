@@ -48,6 +48,32 @@ def test_policy_and_reference_differ_and_share_the_tokenizer(tiny_suite):
     assert p.max() > 5.0 / len(p), "next-token distributions are far from uniform"
 
 
+def test_foreign_tokenizer_reference_and_weights_only_copies(tiny_suite, tmp_path):
+    """The engines' tokenizer-check fixtures: same sizes and specials, another token-to-id map; a copy without
+    tokenizer files that still loads as a model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from openrlhf_pilaf.testing.tiny_models import build_foreign_tokenizer_reference, copy_without_tokenizer
+
+    foreign = build_foreign_tokenizer_reference(tmp_path / "cache")
+    assert build_foreign_tokenizer_reference(tmp_path / "cache") == foreign  # cached under the same key
+    ours, theirs = AutoTokenizer.from_pretrained(tiny_suite.reference), AutoTokenizer.from_pretrained(foreign)
+    assert len(ours) == len(theirs) and ours.get_vocab() != theirs.get_vocab()
+    assert [ours.bos_token_id, ours.eos_token_id, ours.pad_token_id] == [
+        theirs.bos_token_id,
+        theirs.eos_token_id,
+        theirs.pad_token_id,
+    ]
+    assert json.loads((foreign / "config.json").read_text())["vocab_size"] == len(ours)
+    with pytest.raises(ValueError, match="suite's own tokenizer"):
+        build_foreign_tokenizer_reference(tmp_path / "cache", tokenizer_seed=0)
+    bare = copy_without_tokenizer(tiny_suite.reference, tmp_path / "bare")
+    assert {p.name for p in bare.iterdir()} == {"config.json", "generation_config.json", "model.safetensors"}
+    sa, sb = _state(bare), _state(tiny_suite.reference)
+    assert all(torch.equal(sa[k], sb[k]) for k in sb)
+    AutoModelForCausalLM.from_pretrained(bare)
+
+
 @pytest.mark.openrlhf
 def test_reward_model_loads_with_openrlhf(tiny_suite):
     from openrlhf.models import get_llm_for_sequence_regression

@@ -2,7 +2,10 @@
 
 The policy has 32 padded vocabulary rows the reference lacks (the engine's vocabulary rule: columns
 past the shared vocabulary are never sampled, log-probs normalise over the shared vocabulary).
-Prompts have different lengths, so rows are left-padded; both KV-cache kinds are checked.
+Prompts have different lengths, so rows are left-padded; both KV-cache kinds are checked. Sampling
+with temperature, top-k and top-p is checked over three tokens (docs/interpolation.md: interpolation,
+then temperature, then top-k, then top-p); weight syncs are all-or-nothing; a reference with another
+tokenizer is refused.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from openrlhf_pilaf.engines.interface import (
     GenerationPlan,
     SampleSpec,
 )
+from openrlhf_pilaf.engines.rules import IncompatibleReferenceError
 from openrlhf_pilaf.engines.scoring import fill_logprobs
 from openrlhf_pilaf.engines.torch_engine import TorchInterpolatedEngine
 from openrlhf_pilaf.testing.exact import hf_logits, interpolated_logits, interpolated_logprobs
+from tests.engine_distributions import FILTERED, FILTERED_WS, check_filtered_draws
 from tests.stats import chisquare_pvalue
 
 PADDING = 32
@@ -306,3 +311,67 @@ def test_bad_input_is_refused(models, prompts, tiny_suite):
     reward.config.num_hidden_layers = 1  # another network under the same class
     with pytest.raises(ValueError, match="num_hidden_layers"):
         TorchInterpolatedEngine(models["policy"], reward, pad_token_id=0, eos_token_id=1)
+
+
+def test_a_refused_sync_leaves_every_policy_parameter_as_it_was(models):
+    """The sync is checked whole before anything is copied: each bad sync below carries its flaw in its LAST
+    entry, after every other parameter of another model, so copying as it goes would have changed them."""
+    engine = _engine(models)
+    before = {k: v.detach().clone() for k, v in models["policy"].named_parameters()}
+    named = list(models["policy_alt"].named_parameters())
+    last_name, last = named[-1]
+    bad_syncs = {
+        "partial": (named[:-1], ValueError, "stale"),
+        "wrong shape": ([*named[:-1], (last_name, last[:1])], ValueError, "shape"),
+        "integer dtype": ([*named[:-1], (last_name, last.long())], ValueError, "floating-point"),
+        "foreign name": ([*named, ("model.nonexistent.weight", last)], KeyError, "not a policy parameter"),
+        "duplicate": ([*named, named[0]], ValueError, "twice"),
+    }
+    assert any(not torch.equal(before[k], v) for k, v in named)  # a copy would show
+    for what, (sync, error, match) in bad_syncs.items():
+        with pytest.raises(error, match=match):
+            engine.update_policy(sync)
+        changed = [k for k, v in models["policy"].named_parameters() if not torch.equal(v, before[k])]
+        assert not changed, f"{what} sync changed {changed[:3]}"
+
+
+def test_from_pretrained_refuses_a_reference_with_another_tokenizer(tiny_suite, cache_root, tmp_path):
+    from transformers import AutoTokenizer
+
+    from openrlhf_pilaf.testing.tiny_models import build_foreign_tokenizer_reference, copy_without_tokenizer
+
+    foreign = build_foreign_tokenizer_reference(cache_root / "models")
+    ours, theirs = AutoTokenizer.from_pretrained(tiny_suite.policy), AutoTokenizer.from_pretrained(foreign)
+    assert len(ours) == len(theirs) and ours.get_vocab() != theirs.get_vocab()  # only the maps tell them apart
+    with pytest.raises(IncompatibleReferenceError, match="token-to-id maps differ") as err:
+        TorchInterpolatedEngine.from_pretrained(str(tiny_suite.policy), str(foreign))
+    assert str(foreign) in str(err.value) and str(tiny_suite.policy) in str(err.value)
+    # the suite's own pair, and a reference saved without tokenizer files (nothing to compare), load
+    assert TorchInterpolatedEngine.from_pretrained(str(tiny_suite.policy), str(tiny_suite.reference)).reference
+    weights_only = copy_without_tokenizer(tiny_suite.reference, tmp_path / "reference-weights-only")
+    assert not (weights_only / "tokenizer.json").exists()
+    assert TorchInterpolatedEngine.from_pretrained(str(tiny_suite.policy), str(weights_only)).reference
+
+
+# ---------------------------------------------------------------- temperature, top-k, top-p over several tokens
+
+FILTERED_DRAWS = 4_000  # per w, one batch
+FILTERED_PROMPT = "<s>The robot"  # its most likely first token has probability >= 0.3 under each w
+
+
+def test_filtered_sampling_matches_exact_over_several_tokens(models):
+    """T = 1.5, top-k 8, top-p 0.9 at w in {0, +0.1, -1}: three-token continuations against the exact
+    distribution at every prefix (tests/engine_distributions.py: sampled log-probs, kept sets, chi-square
+    of the second token with its power against the flipped w and temperature 1)."""
+    prompt = models["tok"](FILTERED_PROMPT, add_special_tokens=False).input_ids
+    plan = GenerationPlan([prompt], [SampleSpec(0, w) for w in FILTERED_WS for _ in range(FILTERED_DRAWS)])
+    params = GenerationParams(max_new_tokens=3, stop_token_ids=(), seed=2024, reference_logprobs=False, **FILTERED)
+    samples = _engine(models, max_batch_size=len(plan.samples)).generate(plan, params)
+    for w in FILTERED_WS:
+        rows = [s for s in samples if s.w == w]
+        tokens = torch.tensor([s.token_ids for s in rows])
+        assert tokens.shape == (FILTERED_DRAWS, 3)
+        sampled = torch.tensor([s.sampled_logprobs for s in rows])
+        report = check_filtered_draws(models["policy"], models["reference"], prompt, tokens, w, sampled)
+        print(report)
+        report.assert_matches(LOGPROB_TOL)

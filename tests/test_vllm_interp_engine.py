@@ -3,10 +3,14 @@
 Three engines, one per log-probs mode and one class each (an engine lives as long as its class's tests):
 - Llama, logprobs "sampled", max_num_seqs=4: full-vocabulary log-probs of a mixed-w batch, n=2,
   requests joining as others finish, engine default w for requests without a w, and a policy whose
-  vocabulary is padded 32 rows past the reference's (the vocabulary rule of compat.py); bad w rejected.
+  vocabulary is padded 32 rows past the reference's (the vocabulary rule of engines/rules.py); bad w
+  rejected; with temperature 1.5, top-k 8 and top-p 0.9, the full rows of three-token continuations
+  are the exact filtered distribution (kept sets included).
 - Qwen2, logprobs "policy": returned log-probs are the policy's whatever w; greedy tokens follow the
   interpolation; first-token chi-square goodness of fit per w, 20,000 draws each, in one mixed batch,
-  and the same test's power against the sign-flipped w.
+  and the same test's power against the sign-flipped w; with the filters above, 4,000 two-token
+  draws per w: kept sets, the second token's chi-square and its power (tests/engine_distributions.py),
+  and the returned log-probs still the policy's own (temperature 1, unfiltered).
 - Llama, logprobs "reference": returned and prompt log-probs are the reference's.
 Each engine starts in 30-60 s on 2 CPU cores: fp32, eager, 1 GiB KV cache (conftest).
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,7 +28,9 @@ import pytest
 import torch
 
 from openrlhf_pilaf.engines.vllm_interp.names import W_KEY
+from openrlhf_pilaf.ops.sampling_exact import exact_distribution
 from openrlhf_pilaf.testing.exact import hf_logits, interpolated_logits, interpolated_logprobs
+from tests.engine_distributions import FILTERED, FILTERED_WS, check_filtered_draws
 from tests.stats import chisquare_pvalue
 
 pytestmark = [pytest.mark.vllm]
@@ -35,6 +42,8 @@ CHI2_DRAWS = 20_000  # per w
 CHI2_FANOUT = 100  # samples per request (SamplingParams.n)
 CHI2_ALPHA = 1e-3  # significance of each goodness-of-fit test (4 tests: family-wise < 0.4%)
 POWER_P_MAX = 1e-6  # the sign-flipped w must be rejected far below any sensible significance
+FILTERED_DRAWS = 4_000  # per w, two tokens each
+FILTERED_PROMPT_QWEN2 = "<s>We"  # its most likely first token has probability >= 0.37 under each w
 
 
 # ---------------------------------------------------------------- checkpoints and engines
@@ -211,6 +220,32 @@ class TestSampledLogprobs:
         vocab = hf.reference.config.vocab_size
         assert all(t < vocab for out in outputs for c in out.outputs for t in c.token_ids)
 
+    def test_filtered_sampling_rows_match_exact_over_several_tokens(self, engine, hf):
+        """Temperature 1.5, top-k 8, top-p 0.9: every returned row of three-token continuations is the exact
+        filtered distribution at its prefix, -inf exactly outside the kept set (and on the padding)."""
+        vocab_p, shared = hf.policy.config.vocab_size, hf.reference.config.vocab_size
+
+        def filtered_logprobs(hp: torch.Tensor, hr: torch.Tensor, w: float) -> torch.Tensor:
+            probs = exact_distribution(hp, hr, w, vocab_size=shared, **FILTERED).probs
+            out = torch.full((hp.shape[0], vocab_p), -math.inf, dtype=torch.float64)
+            out[:, :shared] = probs.log()
+            return out
+
+        metas = [(p, w) for p in hf.prompt_ids(2) for w in FILTERED_WS]
+        outputs = engine.generate(
+            [{"prompt_token_ids": p} for p, _ in metas],
+            [_params(w, n=8, max_tokens=3, ignore_eos=True, logprobs=-1, **FILTERED) for _, w in metas],
+            use_tqdm=False,
+        )
+        worst, checked = _worst_token_error(outputs, metas, hf, filtered_logprobs)
+        assert checked == len(metas) * 8 * 3
+        finite = [
+            c.logprobs[k][t].logprob > -math.inf for o in outputs for c in o.outputs for k, t in enumerate(c.token_ids)
+        ]
+        assert all(finite)  # every drawn token is in its kept set
+        print(f"sampled mode, filtered, {checked} tokens: max err {worst:.2e}")
+        assert worst < LOGPROB_TOL, worst
+
     def test_prompt_logprobs_are_the_policy(self, engine, hf):
         prompt = hf.prompt_ids(1)[0]
         out = engine.generate([{"prompt_token_ids": prompt}], _params(-1.0, max_tokens=1, prompt_logprobs=-1))[0]
@@ -341,6 +376,35 @@ class TestPolicyLogprobsQwen2:
             print(f"w={w:+.1f}: chi-square p = {p_right:.3g} (exact), {p_wrong:.3g} (w={wrong_w:+.1f})")
             assert p_right > CHI2_ALPHA, (w, p_right)
             assert p_wrong < POWER_P_MAX, (w, p_wrong)
+
+    def test_filtered_second_token_distribution_per_w(self, engine, hf):
+        """Temperature 1.5, top-k 8, top-p 0.9 at w in {0, +0.1, -1}: 4,000 two-token draws per w in one mixed
+        batch against the exact distribution at every prefix (tests/engine_distributions.py); the returned
+        log-probs of the same draws are still the policy's own (temperature 1, no top-k / top-p)."""
+        prompt = hf.tok(FILTERED_PROMPT_QWEN2, add_special_tokens=False).input_ids
+        per_w = FILTERED_DRAWS // CHI2_FANOUT
+        params = [
+            _params(
+                FILTERED_WS[i % len(FILTERED_WS)], max_tokens=2, n=CHI2_FANOUT, ignore_eos=True, logprobs=0, **FILTERED
+            )
+            for i in range(per_w * len(FILTERED_WS))
+        ]
+        outputs = engine.generate([{"prompt_token_ids": prompt}] * len(params), params, use_tqdm=False)
+        for j, w in enumerate(FILTERED_WS):
+            completions = [c for out in outputs[j :: len(FILTERED_WS)] for c in out.outputs]
+            tokens = torch.tensor([list(c.token_ids) for c in completions])
+            assert tokens.shape == (FILTERED_DRAWS, 2)
+            report = check_filtered_draws(hf.policy, hf.reference, prompt, tokens, w)
+            print(report)
+            report.assert_matches(LOGPROB_TOL)
+            # "policy" mode: the returned log-prob of each drawn token is log pi_policy(token | prefix)
+            unique, inverse = torch.unique(tokens, dim=0, return_inverse=True)
+            ids = torch.cat([torch.tensor(prompt).expand(len(unique), -1), unique], dim=1)
+            with torch.no_grad():
+                policy_lp = torch.log_softmax(hf.policy(ids).logits[:, len(prompt) - 1 : -1].double(), dim=-1)
+            want = policy_lp.gather(-1, unique[..., None]).squeeze(-1)[inverse]
+            got = torch.tensor([[c.logprobs[k][t].logprob for k, t in enumerate(c.token_ids)] for c in completions])
+            assert (got.double() - want).abs().max().item() < LOGPROB_TOL
 
 
 # ---------------------------------------------------------------- 3. "reference"

@@ -112,6 +112,73 @@ def test_vocab_padding_is_allowed_and_laid_out():
     rules.check_reference(base, metadata_only, base_arch="LlamaForCausalLM", reference_name="r")
 
 
+def test_engine_kwargs_refuses_a_reference_with_another_tokenizer(tiny_suite, cache_root, tmp_path):
+    """Same architecture, config and vocabulary size: only the tokenizer comparison can tell (and must)."""
+    from openrlhf_pilaf.testing.tiny_models import build_foreign_tokenizer_reference, copy_without_tokenizer
+
+    foreign = build_foreign_tokenizer_reference(cache_root / "models")
+    assert (
+        rules.read_config_dict(str(foreign), "r")["vocab_size"]
+        == rules.read_config_dict(str(tiny_suite.policy), "p")["vocab_size"]
+    )
+    with pytest.raises(rules.IncompatibleReferenceError, match="token-to-id maps differ") as err:
+        InterpolatedEngineConfig(reference_path=str(foreign)).engine_kwargs(str(tiny_suite.policy))
+    message = str(err.value)
+    assert "--interp.reference_path" in message and str(foreign) in message and str(tiny_suite.policy) in message
+    # the suite's own pair is compared (both have tokenizers) and accepted; a weights-only reference has
+    # nothing to compare and is accepted
+    assert rules.has_tokenizer(str(tiny_suite.reference))
+    InterpolatedEngineConfig(reference_path=str(tiny_suite.reference)).engine_kwargs(str(tiny_suite.policy))
+    weights_only = copy_without_tokenizer(tiny_suite.reference, tmp_path / "weights-only")
+    assert not rules.has_tokenizer(str(weights_only))
+    kw = InterpolatedEngineConfig(reference_path=str(weights_only)).engine_kwargs(str(tiny_suite.policy))
+    assert kw["hf_overrides"][HF_REFERENCE_PATH] == str(weights_only)
+
+
+def test_tokenizer_differences_name_special_tokens_and_remapped_ids():
+    import copy
+
+    from openrlhf_pilaf.testing.tiny_models import build_tokenizer
+
+    tok = build_tokenizer(seed=0)
+    assert rules.tokenizer_differences(tok, copy.deepcopy(tok)) == []
+    other_eos = copy.deepcopy(tok)
+    other_eos.eos_token = "<|assistant|>"
+    assert rules.tokenizer_differences(tok, other_eos) == [
+        f"eos_token_id: policy {tok.eos_token_id} vs reference {other_eos.eos_token_id}"
+    ]
+    no_pad = copy.deepcopy(tok)
+    no_pad.pad_token = None  # unset on one side: the maps are equal, so the id means the same token
+    assert rules.tokenizer_differences(tok, no_pad) == []
+    (diff,) = rules.tokenizer_differences(tok, build_tokenizer(seed=1))
+    assert "token-to-id maps differ (384 vs 384 entries)" in diff and "under different ids (e.g." in diff
+    assert not rules.has_tokenizer("/nonexistent/checkpoint") and not rules.has_tokenizer("no-such-org/no-such-model")
+
+
+def test_tokenizer_comparison_of_a_128k_vocabulary_is_cheap():
+    """Two Llama-3-sized (128,256 tokens) tokenizers, equal and with two ids swapped."""
+    import time
+
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"tok{i}": i for i in range(128_256)}
+
+    def wrap(v):
+        return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel(v, unk_token="tok0")), unk_token="tok0")
+
+    swapped = {**vocab, "tok5": 6, "tok6": 5}
+    a, b, c = wrap(vocab), wrap(dict(vocab)), wrap(swapped)
+    start = time.perf_counter()
+    assert rules.tokenizer_differences(a, b) == []
+    (diff,) = rules.tokenizer_differences(a, c)
+    elapsed = time.perf_counter() - start
+    print(f"two 128k-token comparisons: {elapsed * 1e3:.0f} ms")
+    assert "0 tokens only in the policy's, 0 only in the reference's, 2 under different ids" in diff
+    assert elapsed < 5.0  # measured ~0.6 s (4 get_vocab() calls); a loose guard against quadratic work
+
+
 # ---------------------------------------------------------------- w
 
 

@@ -8,16 +8,15 @@ which weight w, so they hand an engine a `GenerationPlan`:
     results = engine.generate(plan, GenerationParams(max_new_tokens=256))
 
 and get back one `GeneratedSample` per `SampleSpec`, in plan order. Each row is drawn from
-softmax(((1 + w) * h_policy - w * h_ref) / T) after top-k / top-p: w = 0 the policy, w = -1 the
-reference, w = +beta / -beta PILAF's pi_plus / pi_minus.
+z(w) = (1 + w) * h_policy - w * h_ref, then temperature, top-k and top-p (w = 0 the policy, -1 the
+reference, +beta / -beta PILAF's pi_plus / pi_minus; docs/interpolation.md has the maths).
 
-Log-probs are explicit about whose they are (never one ambiguous "logprobs" field):
-- `policy_logprobs`: log pi_policy(token | prefix) at temperature 1, no top-k / top-p;
-- `reference_logprobs`: the same under the reference;
-- `sampled_logprobs`: under the distribution the token was drawn from (w, temperature, top-k / top-p).
-An engine fills what it computes and leaves the rest None; `engines.scoring` fills the others by a
-teacher-forced forward (what OpenRLHF's reference actor does), so a DPO implicit reward
-beta * (policy - reference) is always computable.
+Log-probs are explicit about whose they are (never one ambiguous "logprobs" field): `policy_logprobs`,
+`reference_logprobs` (the models' own, temperature 1, unfiltered) and `sampled_logprobs` (the
+distribution the token was drawn from); docs/interpolation.md, "The three kinds of log-probs". An
+engine fills what it computes and leaves the rest None; `engines.scoring` fills the others by a
+teacher-forced forward (what OpenRLHF's reference actor does), so the DPO implicit reward is always
+computable.
 """
 
 from __future__ import annotations
@@ -112,7 +111,8 @@ class GeneratedSample:
     sampled_logprobs: list[float] | None = None
 
     def implicit_reward(self, beta: float) -> float:
-        """DPO's implicit reward beta * sum_t (log pi - log pi_ref) of the response."""
+        """DPO's implicit reward beta * sum_t (log pi - log pi_ref) of the response, from the models' own log-probs
+        (never the sampled ones: docs/interpolation.md, "The DPO implicit reward")."""
         if self.policy_logprobs is None or self.reference_logprobs is None:
             raise ValueError("implicit_reward needs policy and reference log-probs; fill them with engines.scoring")
         return beta * (sum(self.policy_logprobs) - sum(self.reference_logprobs))

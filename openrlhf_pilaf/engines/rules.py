@@ -4,15 +4,17 @@
 - Same network: a reference may sit next to a policy only if it is the same architecture with the
   same value for every config key except the metadata in NON_STRUCTURAL_KEYS and `vocab_size`
   (both halves are fed the same token ids and share one hidden-state and KV-cache layout).
+- Same tokenizer (`check_same_tokenizer`): where the reference has a tokenizer on disk, its
+  token-to-id map and special-token ids must be the policy tokenizer's; the chat template may differ.
 - Vocabulary rule (`VocabLayout`): the engine's columns are the policy's (V_p); the shared
   vocabulary is S = min(V_p, V_r); the tokenizer must fit in S; columns >= S are never sampled in
   any row (w = 0 included); reference columns past V_p are dropped. The "reference" log-probs mode
   needs V_r == V_p.
 
-docs/interpolation.md states the maths these rules protect. Pure checks on config dicts: the vLLM
-config applies them on the driver (early errors, before any engine starts), the vLLM model again
-inside the engine (authoritative: hf_overrides may have been written by hand), the PyTorch engine
-when it loads the two models.
+docs/interpolation.md states the maths these rules protect. Checks on config dicts and tokenizers:
+the vLLM config applies them on the driver (early errors, before any engine starts), the vLLM model
+repeats the config checks inside the engine (authoritative: hf_overrides may have been written by
+hand), the PyTorch engine applies them when it loads the two models.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 # Keys that do not change the network a config describes (bookkeeping, token ids used by generation,
@@ -128,6 +131,94 @@ def check_tokenizer_fits(tokenizer_size: int, layout: VocabLayout, reference_nam
         raise IncompatibleReferenceError(
             f"{reference_name}: the tokenizer has {tokenizer_size} tokens but the policy has {layout.policy} and the "
             f"reference {layout.reference} vocabulary rows; vocabularies may differ only in padding past the tokenizer"
+        )
+
+
+# Files whose presence means "this checkpoint carries a tokenizer" (fast, BPE, WordPiece, SentencePiece).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+)
+# Special tokens whose ids must agree: they start, end and pad sequences the same way in both halves.
+SPECIAL_TOKEN_ROLES = ("bos", "eos", "pad", "unk")
+
+
+def has_tokenizer(path: str) -> bool:
+    """Whether a tokenizer is on disk for `path`: a local directory holding a tokenizer file, or a hub id
+    whose tokenizer files are in the local hub cache (a check never downloads anything)."""
+    local = Path(path)
+    if local.is_dir():
+        return any((local / name).is_file() for name in TOKENIZER_FILES)
+    if local.exists():
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return any(isinstance(try_to_load_from_cache(str(path), name), str) for name in TOKENIZER_FILES)
+    except ValueError:  # not a valid hub id either (e.g. a local path that does not exist)
+        return False
+
+
+def load_tokenizer(path: str, what: str, *, offline: bool = False):
+    """AutoTokenizer at `path`, or IncompatibleReferenceError naming `what`. `offline`: read a hub id's
+    tokenizer from the local hub cache only (what `has_tokenizer` found there)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=offline)
+    except (OSError, ValueError) as e:
+        raise IncompatibleReferenceError(f"{what}: cannot load the tokenizer at {str(path)!r}: {e}") from None
+
+
+def tokenizer_differences(policy_tokenizer, reference_tokenizer) -> list[str]:
+    """What makes two tokenizers map ids to different tokens: special-token ids and the token-to-id maps.
+
+    A special token unset in one tokenizer (e.g. a pad token only the trainer added) is no
+    difference: the maps being equal, the id still means the same token in both. Cost: one
+    `get_vocab()` per tokenizer and one dict comparison (C-level; 128k entries take milliseconds);
+    the set operations that describe a difference run only when there is one.
+    """
+    diffs = []
+    for role in SPECIAL_TOKEN_ROLES:
+        a = getattr(policy_tokenizer, f"{role}_token_id", None)
+        b = getattr(reference_tokenizer, f"{role}_token_id", None)
+        if a is not None and b is not None and a != b:
+            diffs.append(f"{role}_token_id: policy {a} vs reference {b}")
+    vp, vr = policy_tokenizer.get_vocab(), reference_tokenizer.get_vocab()
+    if vp != vr:
+        only_p, only_r = vp.keys() - vr.keys(), vr.keys() - vp.keys()
+        policy_pairs = vp.items() - vr.items()  # the policy's (token, id) pairs the reference lacks
+        remapped = len(policy_pairs) - len(only_p)  # tokens in both maps, under different ids
+        example = next((t for t, _ in policy_pairs if t in vr), None)  # loops over differences only
+        shown = f" (e.g. {example!r}: {vp[example]} vs {vr[example]})" if example is not None else ""
+        diffs.append(
+            f"token-to-id maps differ ({len(vp)} vs {len(vr)} entries): {len(only_p)} tokens only in the policy's, "
+            f"{len(only_r)} only in the reference's, {remapped} under different ids{shown}"
+        )
+    return diffs
+
+
+def check_same_tokenizer(
+    policy_tokenizer, policy_tokenizer_path: str, reference_path: str, reference_name: str
+) -> None:
+    """Refuse a reference whose tokenizer maps ids to other tokens than the policy's (the engine's) tokenizer.
+
+    Equal vocabulary sizes are not enough: with another tokenizer of the same size, h_ref[j] scores
+    another token than h_policy[j], and z(w) mixes unrelated tokens. A reference without tokenizer
+    files (weights and config only) has nothing to compare and is accepted.
+    """
+    if not has_tokenizer(reference_path):
+        return
+    diffs = tokenizer_differences(policy_tokenizer, load_tokenizer(reference_path, reference_name, offline=True))
+    if diffs:
+        raise IncompatibleReferenceError(
+            f"{reference_name}: the reference's tokenizer at {str(reference_path)!r} is not the policy's at "
+            f"{str(policy_tokenizer_path)!r}: {'; '.join(diffs)}. Both halves of an interpolated engine read and score "
+            "the same token ids, so they need the same tokenizer (the chat template may differ)"
         )
 
 

@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from openrlhf_pilaf.engines import rules
 from openrlhf_pilaf.engines.interface import GeneratedSample, GenerationParams, GenerationPlan, SampleSpec
 from openrlhf_pilaf.ops import interpolated_sample
 from openrlhf_pilaf.utils.sequences import position_ids
@@ -50,8 +51,8 @@ class TorchInterpolatedEngine:
 
     Args:
         policy, reference: causal LMs with the same tokenizer (the reference may have a padded
-            vocabulary; columns past the narrower width are never sampled). `reference` may be None
-            for an engine that only serves w = 0.
+            vocabulary; columns past the narrower width are never sampled; docs/interpolation.md).
+            `reference` may be None for an engine that only serves w = 0.
         pad_token_id, eos_token_id: from the tokenizer; eos is the default stop token.
         max_batch_size: rows decoded together; larger plans run in consecutive batches.
         cache: "dynamic" (transformers' DynamicCache, any device) or "static" (preallocated, needed
@@ -95,7 +96,7 @@ class TorchInterpolatedEngine:
         self.cache = cache
         self.sampling_backend = sampling_backend
         # Columns past the narrower vocabulary are padding no tokenizer id reaches: never sampled, in any row
-        # (w = 0 included), the rule of both engines (engines/rules.py).
+        # (w = 0 included), the vocabulary rule of both engines (docs/interpolation.md).
         self.vocab_size = min(_vocab_size(m) for m in self._models().values())
         self._step_fns: dict[str, nn.Module] = {}
         self._static_caches: dict[tuple[str, int, int], object] = {}
@@ -114,11 +115,20 @@ class TorchInterpolatedEngine:
         tokenizer_path: str | None = None,
         **kwargs,
     ) -> TorchInterpolatedEngine:
+        """Load both checkpoints (and the tokenizer, default the policy's) onto `device`.
+
+        Refuses, with `rules.IncompatibleReferenceError` naming both paths, a reference whose
+        tokenizer (where its directory has one) maps ids to other tokens than the policy's; the
+        constructor then checks that the two are the same network (engines/rules.py).
+        """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(tokenizer_path or policy_path)
+        tok_path = tokenizer_path or policy_path
+        tok = AutoTokenizer.from_pretrained(tok_path)
         if tok.pad_token_id is None and tok.eos_token_id is None:
-            raise ValueError(f"the tokenizer at {tokenizer_path or policy_path!r} has neither a pad nor an eos token")
+            raise ValueError(f"the tokenizer at {tok_path!r} has neither a pad nor an eos token")
+        if reference_path is not None:  # before loading any weights: a foreign tokenizer fails in a second
+            rules.check_same_tokenizer(tok, tok_path, reference_path, "reference_path")
 
         def load(path: str) -> nn.Module:
             return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
@@ -160,22 +170,35 @@ class TorchInterpolatedEngine:
     def update_policy(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
         """Copy trained weights into the policy (names as in its state_dict); the reference never changes.
 
-        Every policy parameter must arrive exactly once, with its shape: a partial sync would decode
-        from a model that is half old, half new.
+        Every policy parameter must arrive exactly once, with its shape, as a floating-point tensor
+        (cast to the engine's dtype on copy): a partial sync would decode from a model that is half
+        old, half new. So the whole sync is checked before anything is copied, and a refused sync
+        leaves the policy as it was. The price: the synced tensors are all held until the copy (a
+        source that materialises each tensor on the fly, e.g. a ZeRO-3 gather, briefly holds a full
+        copy of the model).
         """
         own = dict(self.policy.named_parameters())
-        seen: set[str] = set()
+        staged: dict[str, torch.Tensor] = {}
         for name, tensor in named_tensors:
             if name not in own:
                 raise KeyError(f"synced weight {name!r} is not a policy parameter")
+            if name in staged:
+                raise ValueError(f"synced weight {name!r} arrived twice")
+            if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+                got = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+                raise ValueError(f"synced weight {name!r} is {got}, expected a floating-point tensor")
             if tuple(tensor.shape) != tuple(own[name].shape):
                 raise ValueError(f"synced weight {name!r} has shape {tuple(tensor.shape)}, expected {own[name].shape}")
-            own[name].copy_(tensor)
-            seen.add(name)
-        missing = sorted(set(own) - seen)
+            staged[name] = tensor
+        missing = sorted(set(own) - set(staged))
         if missing:
-            raise ValueError(f"weight sync left {len(missing)} policy parameters stale, e.g. {missing[:3]}")
-        return len(seen)
+            raise ValueError(
+                f"weight sync would leave {len(missing)} policy parameters stale, e.g. {missing[:3]}; "
+                "nothing was copied"
+            )
+        for name, tensor in staged.items():
+            own[name].copy_(tensor)
+        return len(staged)
 
     # ------------------------------------------------------------------ internals
     def _check_prompts(self, plan: GenerationPlan, max_new: int) -> None:
@@ -393,10 +416,8 @@ def _vocab_size(model: nn.Module) -> int:
 
 def _check_same_network(policy: nn.Module, reference: nn.Module) -> None:
     """Both halves must read the same token ids the same way: same class and config, vocab padding aside."""
-    from openrlhf_pilaf.engines.rules import structural_differences
-
     if type(policy) is not type(reference):
         raise ValueError(f"policy is a {type(policy).__name__}, reference a {type(reference).__name__}")
-    diffs = structural_differences(policy.config.to_dict(), reference.config.to_dict())
+    diffs = rules.structural_differences(policy.config.to_dict(), reference.config.to_dict())
     if diffs:
         raise ValueError(f"policy and reference configs differ in {diffs[:8]}: they must be the same network")

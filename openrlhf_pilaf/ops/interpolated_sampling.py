@@ -1,7 +1,8 @@
 """`interpolated_sample`: one decoding step from logits(w) = (1 + w) * h_policy - w * h_ref.
 
-The single sampling primitive of the project (method.md, "Samplers"): w = 0 samples the policy,
-w = -1 the reference, w = +beta / -beta PILAF's pi_plus / pi_minus. This module is the public
+The single sampling primitive of the project: w = 0 samples the policy, w = -1 the reference,
+w = +beta / -beta PILAF's pi_plus / pi_minus (the maths and the order of interpolation, temperature,
+top-k and top-p: docs/interpolation.md). This module is the public
 dispatcher; the two backends are `sampling_torch` (reference semantics, any device) and
 `sampling_triton` (fused CUDA kernel, imported only when used).
 """

@@ -1,8 +1,9 @@
 """The exact distribution `interpolated_sample` draws from, in float64: a slow, independent check.
 
-Written row by row from the documented rule, sharing no code with the backends, so tests can hold
-both backends (and any sampler built on them) against it: log-probs to 1e-5, and chi-square
-goodness of fit of the drawn tokens.
+Written row by row from the documented rule (docs/interpolation.md: interpolation, banned tokens,
+temperature, top-k, then top-p on the top-k set, ties kept), sharing no code with the backends, so
+tests can hold both backends (and any sampler or engine built on them) against it: log-probs to
+1e-5, and chi-square goodness of fit of the drawn tokens.
 """
 
 from __future__ import annotations

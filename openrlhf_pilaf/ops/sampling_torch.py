@@ -47,7 +47,7 @@ def interpolated_logits(
     elif not isinstance(w, torch.Tensor):
         w32 = _f32(w)
         banned = (hp == NEG_INF) | (hr == NEG_INF)
-        # method.md: logits(w) = (1 + w) * h_theta - w * h_ref.
+        # docs/interpolation.md: z(w) = (1 + w) * h_policy - w * h_ref.
         z = ((1 + w32) * hp - w32 * hr).masked_fill(banned, NEG_INF)
     else:
         w_nonzero = w != 0

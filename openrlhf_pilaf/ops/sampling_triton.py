@@ -79,7 +79,7 @@ def _interp(hp, hr, w, temp, HAS_REF: tl.constexpr):
     """
     if HAS_REF:
         banned = (hp == float("-inf")) | (_splat_flag(w != 0, hp) & (hr == float("-inf")))
-        # method.md: logits(w) = (1 + w) * h_theta - w * h_ref, then temperature.
+        # docs/interpolation.md: z(w) = (1 + w) * h_policy - w * h_ref, then temperature.
         z = ((1.0 + w) * hp - w * hr) / temp
     else:
         banned = hp == float("-inf")

@@ -183,34 +183,96 @@ def _suite_key(spec: TinyLlamaSpec, seeds: tuple[int, ...]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+TOKENIZER_FILE_NAMES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+)
+
+
+def copy_without_tokenizer(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """A copy of checkpoint `src` (config and weights) at `dst` without its tokenizer files, as a trainer
+    that saves only the model leaves it."""
+    src, dst = Path(src), Path(dst)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*TOKENIZER_FILE_NAMES))
+    return dst
+
+
+def _build_once(root: Path, build, record: dict) -> None:
+    """Run `build(tmp_dir)` unless `root` is complete, then rename the result into place.
+
+    Written to a temporary sibling directory and renamed, so a crash or a concurrent builder never
+    leaves a half-written checkpoint that later runs would trust (COMPLETE marks a finished build).
+    """
+    if (root / "COMPLETE").exists():
+        return
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root.parent))
+    try:
+        build(tmp)
+        (tmp / "COMPLETE").write_text(json.dumps(record))
+        try:
+            tmp.rename(root)
+        except OSError:  # another process finished first; its build is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def build_tiny_suite(
     cache_dir: str | os.PathLike, spec: TinyLlamaSpec = TinyLlamaSpec(), seeds: tuple[int, int, int, int] = (0, 1, 2, 3)
 ) -> TinySuite:
-    """Build (or reuse) policy, reference, reward model and an alternative policy under `cache_dir`.
-
-    The suite is written to a temporary sibling directory and renamed into place, so a crash or a
-    concurrent builder never leaves a half-written suite that later runs would trust.
-    """
+    """Build (or reuse, `_build_once`) policy, reference, reward model and an alternative policy under `cache_dir`."""
     cache_dir = Path(cache_dir)
     root = cache_dir / f"tiny-{_suite_key(spec, seeds)}"
     names = ("policy", "reference", "reward", "policy_alt")
     suite = TinySuite(root=root, **{n: root / n for n in names})
-    if (root / "COMPLETE").exists():
-        return suite
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=cache_dir))
-    try:
+
+    def build(tmp: Path) -> None:
         tokenizer = build_tokenizer(seed=0)
         build_causal_lm(tmp / "policy", tokenizer, seeds[0], spec)
         build_causal_lm(tmp / "reference", tokenizer, seeds[1], spec)
         build_reward_model(tmp / "reward", tokenizer, seeds[2], spec)
         build_causal_lm(tmp / "policy_alt", tokenizer, seeds[3], spec)
-        (tmp / "COMPLETE").write_text(json.dumps({"spec": dataclasses.asdict(spec), "seeds": seeds}))
-        try:
-            tmp.rename(root)
-        except OSError:  # another process finished first; its suite is identical
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    _build_once(root, build, {"spec": dataclasses.asdict(spec), "seeds": seeds})
     return suite
+
+
+def build_foreign_tokenizer_reference(
+    cache_dir: str | os.PathLike, spec: TinyLlamaSpec = TinyLlamaSpec(), seed: int = 1, tokenizer_seed: int = 1
+) -> Path:
+    """A causal LM shaped like the suite's models, vocabulary size included, with ANOTHER tokenizer of the
+    same size: a BPE trained on the corpus of `tokenizer_seed` (other merges, so shared tokens get other
+    ids; the special tokens keep theirs). Every size check passes; an interpolated engine must still
+    refuse it as a reference. Same weights as the suite's reference for the same `seed`.
+    """
+    if tokenizer_seed == 0:
+        raise ValueError("tokenizer_seed 0 is the suite's own tokenizer; pick another seed")
+    blob = json.dumps(
+        {
+            "v": _FACTORY_VERSION,
+            "kind": "foreign-tokenizer",
+            "spec": dataclasses.asdict(spec),
+            "seed": seed,
+            "tokenizer_seed": tokenizer_seed,
+        },
+        sort_keys=True,
+    )
+    root = Path(cache_dir) / f"foreign-tokenizer-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+    def build(tmp: Path) -> None:
+        tokenizer = build_tokenizer(seed=tokenizer_seed)
+        size = len(build_tokenizer(seed=0))
+        if len(tokenizer) != size:
+            raise RuntimeError(f"the seed-{tokenizer_seed} tokenizer has {len(tokenizer)} tokens, the suite's {size}")
+        build_causal_lm(tmp / "model", tokenizer, seed, spec)
+
+    _build_once(root, build, {"spec": dataclasses.asdict(spec), "seed": seed, "tokenizer_seed": tokenizer_seed})
+    return root / "model"

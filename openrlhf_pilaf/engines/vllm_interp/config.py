@@ -1,14 +1,12 @@
 """`InterpolatedEngineConfig`: turn OpenRLHF's vLLM rollout engines into policy + reference engines.
 
     cfg = InterpolatedEngineConfig(reference_path="/ckpt/sft", logprobs="policy")
-    engines = create_vllm_engines(..., pretrain="/ckpt/policy",
-                                  worker_extension_cls=PILAF_WORKER_EXTENSION,
-                                  engine_kwargs=cfg.engine_kwargs("/ckpt/policy"))
+    engines = create_interpolated_vllm_engines(cfg, pretrain="/ckpt/policy", ...)   # vllm_interp.launch
     SamplingParams(..., extra_args={"pilaf_w": 0.1})   # PILAF's pi_plus for beta = 0.1
 
-`engine_kwargs` checks the pair of checkpoints on the driver (same network, vocabularies that differ
-only in padding, the plugin registered) so that a bad pair fails here, not 60 s into an engine start;
-the model repeats the structural checks inside the engine.
+`engine_kwargs` checks the pair of checkpoints on the driver (same network, the same tokenizer,
+vocabularies that differ only in padding, the plugin registered; engines/rules.py) so that a bad pair
+fails here, not 60 s into an engine start; the model repeats the structural checks inside the engine.
 """
 
 from __future__ import annotations
@@ -99,13 +97,14 @@ class InterpolatedEngineConfig:
         }
 
     def engine_kwargs(self, policy_path: str, tokenizer_path: str | None = None) -> dict[str, Any]:
-        """vLLM engine arguments for `create_vllm_engines(..., engine_kwargs=...)` (or `vllm.LLM(**...)`).
+        """vLLM engine arguments for `launch.create_interpolated_vllm_engines` (or `vllm.LLM(**...)`).
 
-        Checks the policy / reference pair and that every tokenizer id has both logits (tokenizer
-        from `tokenizer_path`, default the policy's directory as OpenRLHF does); raises
-        `rules.IncompatibleReferenceError` naming the flag. Note that `create_vllm_engines`'s own
-        `logprobs_mode` argument overrides `engine_kwargs`: leave it unset (the engine refuses to start
-        on a mismatch rather than return log-probs of another distribution).
+        Checks the policy / reference pair (engines/rules.py): the same network, every tokenizer id
+        with both logits, and the reference's tokenizer, where it has one on disk, equal to the
+        policy's (tokenizer from `tokenizer_path`, default the policy's directory as OpenRLHF does);
+        raises `rules.IncompatibleReferenceError` naming the flag and both paths. The log-probs mode is
+        set here; `create_interpolated_vllm_engines` refuses a `logprobs_mode` of its own (and the engine
+        refuses to start on a mismatch rather than return log-probs of another distribution).
         """
         from openrlhf_pilaf.engines.vllm_interp.plugin import check_registered
 
@@ -120,20 +119,12 @@ class InterpolatedEngineConfig:
             reference_name=_flag("reference_path"),
             same_vocab_required=self.logprobs == "reference",
         )
-        rules.check_tokenizer_fits(_tokenizer_size(tokenizer_path or policy_path), layout, _flag("reference_path"))
+        tok_path = tokenizer_path or policy_path
+        tokenizer = rules.load_tokenizer(tok_path, "policy tokenizer")
+        rules.check_tokenizer_fits(len(tokenizer), layout, _flag("reference_path"))
+        rules.check_same_tokenizer(tokenizer, tok_path, self.reference_path, _flag("reference_path"))
         return {
             "hf_overrides": self.hf_overrides(base),
             "logits_processors": [LOGITS_PROCESSOR],
             "logprobs_mode": semantics_of(self.logprobs).vllm_logprobs_mode,
         }
-
-
-def _tokenizer_size(path: str) -> int:
-    from transformers import AutoTokenizer
-
-    try:
-        return len(AutoTokenizer.from_pretrained(path))
-    except (OSError, ValueError) as e:
-        raise rules.IncompatibleReferenceError(
-            f"cannot load the tokenizer at {path!r} to check vocab sizes: {e}"
-        ) from e

@@ -37,7 +37,7 @@ class InterpolationTerms:
     delta: torch.Tensor  # [R, V] float32: h_policy - h_ref (0 in columns the reference lacks)
     w_base: float
     # First column past the shared vocabulary (policy vocabulary wider than the reference's): never
-    # sampled, in any row (engines/rules.py). None when every column may be sampled.
+    # sampled, in any row (the vocabulary rule, docs/interpolation.md). None when every column may be sampled.
     banned_from: int | None
 
 

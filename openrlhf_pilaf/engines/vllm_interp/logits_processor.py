@@ -6,9 +6,10 @@ turns the logits compute_logits returned, z(w_base), into each row's own
 
     z(w) = z(w_base) + (w - w_base) * (h_policy - h_ref)            (semantics.py)
 
-and bans the columns past the shared vocabulary in every row (engines/rules.py). The update
+and bans the columns past the shared vocabulary in every row (the vocabulary rule). The update
 is additive and in place, so masks vLLM applied before it (allowed token ids, bad words, grammar)
-stay -inf; temperature, top-k / top-p and min-p come after it, as for any logits.
+stay -inf; penalties, temperature, min-p and top-k / top-p come after it, as for any logits
+(docs/interpolation.md: the order, and what the returned log-probs then describe).
 
 Which runner calls it:
 - V1 model runner (vLLM's CPU backend; GPU with VLLM_USE_V2_MODEL_RUNNER=0 or without Triton):

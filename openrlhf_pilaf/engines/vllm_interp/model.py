@@ -13,6 +13,8 @@ difference to the logits processor, which moves each row to its request's w:
 
     z(w) = z(w_base) + (w - w_base) * (h_policy - h_ref)  =  (1 + w) * h_policy - w * h_ref
 
+(docs/interpolation.md has the maths, the log-prob modes and the vocabulary rule.)
+
 Weights: the policy checkpoint is the engine's model path; the reference is read from its own
 checkpoint through vLLM's `secondary_weights` hook of the default loader, once, at start-up. Every
 later `load_weights` call (OpenRLHF's weight sync) goes to the policy half only, and
@@ -93,7 +95,7 @@ def _check_engine(vllm_config, settings: EngineSettings) -> None:
             f"the engine's logprobs_mode is {model_config.logprobs_mode!r} but {_key(HF_LOGPROBS)} = "
             f"{settings.logprobs!r} needs {settings.vllm_logprobs_mode!r}; returned log-probs would describe another "
             "distribution. Take logprobs_mode from InterpolatedEngineConfig.engine_kwargs and do not also pass "
-            "create_vllm_engines(logprobs_mode=...)"
+            "logprobs_mode to create_interpolated_vllm_engines"
         )
     unsupported = {
         "pipeline parallelism": vllm_config.parallel_config.pipeline_parallel_size > 1,
@@ -257,10 +259,10 @@ class PilafInterpolatedForCausalLM(nn.Module):
         shared = self.vocab.shared
         if reference.shape[-1] == policy.shape[-1]:
             delta = policy - reference
-        else:  # padding: columns past the shared vocabulary carry no difference (never sampled, see engines/rules.py)
+        else:  # padding: columns past the shared vocabulary carry no difference (never sampled: docs/interpolation.md)
             delta = torch.zeros_like(policy)
             torch.sub(policy[:, :shared], reference[:, :shared], out=delta[:, :shared])
-        # z(w_base): the policy at w_base = 0; the reference at w_base = -1 (equal vocabularies, see engines/rules.py)
+        # z(w_base): the policy at w_base = 0; the reference at w_base = -1 (equal vocabularies, engines/rules.py)
         base = policy if self.settings.w_base == 0.0 else reference
         self._handoff.publish(
             InterpolationTerms(

@@ -19,7 +19,8 @@ ARCHITECTURES: dict[str, str] = {
 LOGITS_PROCESSOR = "openrlhf_pilaf.engines.vllm_interp.logits_processor:InterpolationLogitsProcessor"
 
 # Per-request interpolation weight: SamplingParams(extra_args={W_KEY: w}).
-#   logits(w) = (1 + w) * h_policy - w * h_ref;  0 -> policy, -1 -> reference, +-beta -> PILAF's pi_plus / pi_minus
+#   z(w) = (1 + w) * h_policy - w * h_ref;  0 -> policy, -1 -> reference, +-beta -> PILAF's pi_plus / pi_minus
+#   (docs/interpolation.md)
 W_KEY = "pilaf_w"
 
 # Keys the config writes into `hf_overrides` (they become attributes of the engine's hf_config).

@@ -1,26 +1,11 @@
 """What the interpolated engine's numbers mean: the weight w, and which distribution log-probs describe.
 
-Every row is sampled from
-
-    z(w) = (1 + w) * h_policy - w * h_ref            (then temperature, top-k / top-p, as vLLM does)
-
-but vLLM returns one set of log-probs per token, engine-wide. The model's `compute_logits` returns
-the interpolation at a fixed "base" weight w_base, and the logits processor moves each row to its own w:
-
-    z(w) = z(w_base) + (w - w_base) * (h_policy - h_ref)
-
-vLLM's `raw_logprobs` are taken before any processor, so they describe z(w_base) whatever the
-requests' w; `processed_logprobs` are taken after processors, temperature and top-k / top-p, so they
-describe the distribution each token was drawn from. The three modes offered:
-
-| mode        | engine logprobs_mode  | w_base | returned token (and prompt) log-probs                         |
-|-------------|-----------------------|--------|----------------------------------------------------------------|
-| "policy"    | raw_logprobs          | 0      | the policy's own, temperature 1 (what a plain engine returns)  |
-| "sampled"   | processed_logprobs    | 0      | the sampled distribution: w, temperature, top-k/top-p included |
-| "reference" | raw_logprobs          | -1     | the reference's own, temperature 1                             |
-
-Prompt log-probs never pass through logits processors: they are the base model's (the policy's, or
-the reference's in "reference" mode) in every mode.
+vLLM returns one kind of log-prob per token, engine-wide, so the model's `compute_logits` returns the
+interpolation at a fixed base weight w_base and the logits processor moves each row to its own w,
+z(w) = z(w_base) + (w - w_base) * (h_policy - h_ref). `LOGPROBS_MODES` maps each mode to vLLM's
+`logprobs_mode` and w_base: "policy" (raw_logprobs, 0), "sampled" (processed_logprobs, 0),
+"reference" (raw_logprobs, -1). What each returns, prompt log-probs included: docs/interpolation.md,
+"The three kinds of log-probs".
 """
 
 from __future__ import annotations
