@@ -1,0 +1,113 @@
+"""`python -m openrlhf_pilaf.cli.train_dpo_ray`: online DPO with PILAF (or vanilla, best-of-N, hybrid) pair sampling.
+
+    python -m openrlhf_pilaf.cli.train_dpo_ray \\
+      --actor.model_name_or_path SFT --ref.model_name_or_path SFT      # or --salsa.ingredients A B
+      --reward.model_name_or_path RM                                   # or --reward.remote_url URL|file.py
+      --data.prompt_dataset prompts.jsonl --data.input_key prompt --data.apply_chat_template \\
+      --pilaf.sampler pilaf --dpo.beta 0.1 \\
+      --vllm.num_engines 2 --rollout.batch_size 64 --train.batch_size 64 --ds.zero_stage 2 \\
+      --ckpt.output_dir out --ckpt.save_steps 10 --logger.tensorboard_dir tb
+
+`--engine torch` runs everything in one process without Ray or vLLM (the PyTorch engine and one
+learner). Flags are OpenRLHF 0.11's where they mean the same; every accepted flag does something.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from openrlhf_pilaf.trainer.online_dpo.config import (
+    GROUPS,
+    ActorAdamConfig,
+    ActorConfig,
+    CkptConfig,
+    DataConfig,
+    DPOConfig,
+    DSConfig,
+    EvalConfig,
+    LoggerConfig,
+    OnlineDPOConfig,
+    RefConfig,
+    RewardConfig,
+    RolloutConfig,
+    TrainConfig,
+    VllmConfig,
+    WandbConfig,
+)
+from openrlhf_pilaf.utils.config_cli import add_dataclass_arguments, dataclass_from_namespace
+
+logger = logging.getLogger(__name__)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m openrlhf_pilaf.cli.train_dpo_ray",
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
+    )
+    parser.add_argument(
+        "--engine",
+        choices=["vllm", "torch"],
+        default="vllm",
+        help="vllm: OpenRLHF's Ray rollout engines + DeepSpeed learners; torch: one process, no Ray or vLLM",
+    )
+    for cls in GROUPS:
+        add_dataclass_arguments(parser, cls)
+    return parser
+
+
+def parse_config(argv: list[str]) -> OnlineDPOConfig:
+    """argv -> a validated OnlineDPOConfig; ValueError (naming the flag) on anything contradictory."""
+    from openrlhf_pilaf.oracle.config import OracleConfig
+    from openrlhf_pilaf.samplers.config import SamplerConfig
+    from openrlhf_pilaf.trainer.salsa import SalsaConfig
+
+    ns = make_parser().parse_args(argv)
+    build = lambda cls: dataclass_from_namespace(cls, ns)  # noqa: E731
+    vllm_flags = tuple(sorted({a.split("=")[0] for a in argv if a.startswith("--vllm.")}))
+    return OnlineDPOConfig(
+        engine=ns.engine,
+        actor=build(ActorConfig),
+        adam=build(ActorAdamConfig),
+        ref=build(RefConfig),
+        reward=build(RewardConfig),
+        data=build(DataConfig),
+        rollout=build(RolloutConfig),
+        train=build(TrainConfig),
+        ds=build(DSConfig),
+        vllm=build(VllmConfig),
+        ckpt=build(CkptConfig),
+        logger=build(LoggerConfig),
+        wandb=build(WandbConfig),
+        eval=build(EvalConfig),
+        dpo=build(DPOConfig),
+        pilaf=build(SamplerConfig),
+        oracle=build(OracleConfig),
+        salsa=build(SalsaConfig),
+        vllm_flags_given=vllm_flags,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)-8s %(message)s", level=logging.INFO, datefmt="%Y-%m-%d %H:%M:%S"
+    )
+    argv = sys.argv[1:] if argv is None else argv
+    from openrlhf_pilaf.engines.rules import IncompatibleReferenceError
+    from openrlhf_pilaf.utils.openrlhf_patches import PatchError
+
+    try:
+        cfg = parse_config(argv)
+        from openrlhf_pilaf.trainer.online_dpo.run import run_online_dpo
+
+        run_online_dpo(cfg)
+    except (ValueError, PatchError, IncompatibleReferenceError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

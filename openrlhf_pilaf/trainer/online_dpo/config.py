@@ -1,0 +1,419 @@
+"""Every flag of the online DPO launcher, as dataclasses (one per flag group), and their cross-checks.
+
+Flag groups and names are OpenRLHF 0.11.2's wherever they mean the same thing (`--actor.*`, `--ref.*`,
+`--reward.*`, `--data.*`, `--rollout.*`, `--train.*`, `--ds.*`, `--vllm.*`, `--ckpt.*`, `--logger.*`,
+`--eval.*`); ours are `--dpo.*`, `--pilaf.*` (samplers.config), `--oracle.*` (oracle.config) and
+`--salsa.*` (trainer.salsa). Only flags that do something are accepted: everything else OpenRLHF's PPO
+launcher has is refused by argparse, rather than silently ignored. Each class validates itself at
+construction, naming its flag; `OnlineDPOConfig` checks what needs several groups at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from openrlhf_pilaf.oracle.config import OracleConfig
+from openrlhf_pilaf.samplers.config import SamplerConfig
+from openrlhf_pilaf.trainer.salsa import SalsaConfig
+from openrlhf_pilaf.utils.config_cli import check_choices, flag_name
+
+Engine = Literal["vllm", "torch"]
+
+
+def _positive_int(obj, name: str, minimum: int = 1) -> None:
+    v = getattr(obj, name)
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ValueError(f"{flag_name(type(obj), name)} must be an integer >= {minimum}, got {v!r}")
+
+
+def _finite(obj, name: str, *, low: float | None = None, high: float | None = None, open_low: bool = False) -> None:
+    v = getattr(obj, name)
+    flag = flag_name(type(obj), name)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{flag} must be a finite number, got {v!r}")
+    if low is not None and (v <= low if open_low else v < low):
+        raise ValueError(f"{flag} must be {'>' if open_low else '>='} {low}, got {v}")
+    if high is not None and v > high:
+        raise ValueError(f"{flag} must be <= {high}, got {v}")
+
+
+@dataclass
+class DPOConfig:
+    """The DPO objective (OpenRLHF's DPOLoss)."""
+
+    cli_group: ClassVar[str] = "dpo"
+
+    beta: float = field(default=0.1, metadata={"help": "DPO beta: the KL weight of the implicit reward"})
+    loss: Literal["dpo", "ipo"] = field(default="dpo", metadata={"help": "sigmoid DPO loss or IPO's squared loss"})
+    label_smoothing: float = field(
+        default=0.0, metadata={"help": "conservative DPO: assumed probability that a label is flipped"}
+    )
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        _finite(self, "beta", low=0.0, open_low=True)
+        _finite(self, "label_smoothing", low=0.0, high=0.5)
+        if self.loss == "ipo" and self.label_smoothing:
+            raise ValueError("--dpo.label_smoothing applies to --dpo.loss dpo only (OpenRLHF's IPO ignores it)")
+
+
+@dataclass
+class ActorConfig:
+    """The policy being trained."""
+
+    cli_group: ClassVar[str] = "actor"
+
+    model_name_or_path: str = field(metadata={"help": "the SFT policy to start from (HF directory or hub id)"})
+    num_nodes: int = field(default=1, metadata={"help": "nodes for the learner"})
+    num_gpus_per_node: int = field(default=1, metadata={"help": "learner ranks per node (data parallel)"})
+    gradient_checkpointing_enable: bool = field(default=False, metadata={"help": "trade compute for memory"})
+    lr_scheduler: str = field(default="constant", metadata={"help": "transformers scheduler name"})
+    lr_warmup_ratio: float = field(default=0.0, metadata={"help": "share of optimizer steps spent warming up"})
+    max_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+
+    def __post_init__(self) -> None:
+        _positive_int(self, "num_nodes")
+        _positive_int(self, "num_gpus_per_node")
+        _finite(self, "lr_warmup_ratio", low=0.0, high=1.0)
+        _finite(self, "max_norm", low=0.0)
+
+
+@dataclass
+class ActorAdamConfig:
+    """AdamW of the learner."""
+
+    cli_group: ClassVar[str] = "actor.adam"
+
+    lr: float = field(default=5e-7, metadata={"help": "learning rate"})
+    betas: tuple[float, ...] = field(default=(0.9, 0.95), metadata={"help": "Adam betas"})
+    eps: float = field(default=1e-8, metadata={"help": "Adam epsilon"})
+    weight_decay: float = field(default=0.0, metadata={"help": "decoupled weight decay"})
+
+    def __post_init__(self) -> None:
+        _finite(self, "lr", low=0.0, open_low=True)
+        _finite(self, "eps", low=0.0, open_low=True)
+        _finite(self, "weight_decay", low=0.0)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"--actor.adam.betas takes two numbers in [0, 1), got {self.betas}")
+
+
+@dataclass
+class RefConfig:
+    """The frozen DPO reference (KL anchor)."""
+
+    cli_group: ClassVar[str] = "ref"
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "reference checkpoint (default: --actor.model_name_or_path)"}
+    )
+    num_nodes: int = field(default=1, metadata={"help": "nodes for the reference model"})
+    num_gpus_per_node: int = field(default=1, metadata={"help": "reference ranks per node"})
+
+    def __post_init__(self) -> None:
+        _positive_int(self, "num_nodes")
+        _positive_int(self, "num_gpus_per_node")
+
+
+@dataclass
+class RewardConfig:
+    """The preference oracle's scorer: a reward model, or OpenRLHF's remote reward (HTTP or reward_func)."""
+
+    cli_group: ClassVar[str] = "reward"
+
+    model_name_or_path: str | None = field(default=None, metadata={"help": "reward model checkpoint"})
+    remote_url: str | None = field(
+        default=None, metadata={"help": "http(s) reward server (OpenRLHF protocol) or a .py with reward_func"}
+    )
+    num_nodes: int = field(default=1, metadata={"help": "nodes for the reward model"})
+    num_gpus_per_node: int = field(default=1, metadata={"help": "reward-model ranks per node"})
+    normalize_enable: bool = field(default=False, metadata={"help": "use the reward model's stored mean/std"})
+
+    def __post_init__(self) -> None:
+        if (self.model_name_or_path is None) == (self.remote_url is None):
+            raise ValueError("give exactly one of --reward.model_name_or_path and --reward.remote_url")
+        if self.remote_url is not None and self.normalize_enable:
+            raise ValueError("--reward.normalize_enable applies to --reward.model_name_or_path only")
+        _positive_int(self, "num_nodes")
+        _positive_int(self, "num_gpus_per_node")
+
+
+@dataclass
+class DataConfig:
+    """Prompts (OpenRLHF's PromptDataset and blending_datasets)."""
+
+    cli_group: ClassVar[str] = "data"
+
+    prompt_dataset: str = field(metadata={"help": "dataset(s), comma-separated: a local JSON/JSONL file or directory"})
+    prompt_probs: str | None = field(default=None, metadata={"help": "blending probabilities, comma-separated"})
+    prompt_split: str = field(default="train", metadata={"help": "dataset split"})
+    input_key: str = field(default="input", metadata={"help": "JSON key of the prompt"})
+    label_key: str | None = field(default=None, metadata={"help": "JSON key of a label passed to the reward"})
+    input_template: str | None = field(default=None, metadata={"help": "format string around the prompt"})
+    apply_chat_template: bool = field(default=False, metadata={"help": "apply the tokenizer's chat template"})
+    max_samples: int = field(default=100_000_000, metadata={"help": "prompts taken from the dataset at most"})
+    max_len: int = field(default=2048, metadata={"help": "prompt + response tokens at most"})
+
+    def __post_init__(self) -> None:
+        _positive_int(self, "max_samples")
+        _positive_int(self, "max_len", 2)
+        if self.input_template is not None and "{}" not in self.input_template:
+            raise ValueError("--data.input_template must contain '{}' where the prompt goes")
+
+
+@dataclass
+class RolloutConfig:
+    """Generation of each step's responses."""
+
+    cli_group: ClassVar[str] = "rollout"
+
+    batch_size: int = field(default=64, metadata={"help": "prompts (= preference pairs) per online DPO step"})
+    max_new_tokens: int = field(default=1024, metadata={"help": "response tokens at most"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
+    top_k: int = field(default=-1, metadata={"help": "top-k sampling (-1: off)"})
+
+    def __post_init__(self) -> None:
+        _positive_int(self, "batch_size")
+        _positive_int(self, "max_new_tokens")
+        _finite(self, "temperature", low=0.0, open_low=True)
+        _finite(self, "top_p", low=0.0, high=1.0, open_low=True)
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or (self.top_k < 1 and self.top_k != -1):
+            raise ValueError(f"--rollout.top_k must be -1 (off) or an integer >= 1, got {self.top_k!r}")
+
+
+@dataclass
+class TrainConfig:
+    """The DPO optimisation schedule."""
+
+    cli_group: ClassVar[str] = "train"
+
+    batch_size: int = field(default=64, metadata={"help": "pairs per optimizer step (global)"})
+    micro_batch_size: int = field(default=1, metadata={"help": "pairs per forward/backward on one rank"})
+    num_episodes: int = field(default=1, metadata={"help": "passes over the prompt dataset"})
+    max_steps: int | None = field(default=None, metadata={"help": "stop after this many online steps"})
+    seed: int = field(default=42, metadata={"help": "seed of prompts order, sampler coins, labels and init"})
+
+    def __post_init__(self) -> None:
+        _positive_int(self, "batch_size")
+        _positive_int(self, "micro_batch_size")
+        _positive_int(self, "num_episodes")
+        if self.max_steps is not None:
+            _positive_int(self, "max_steps")
+
+
+@dataclass
+class DSConfig:
+    """DeepSpeed (OpenRLHF's DeepspeedStrategy)."""
+
+    cli_group: ClassVar[str] = "ds"
+
+    zero_stage: int = field(default=2, metadata={"help": "ZeRO stage 0-3"})
+    param_dtype: Literal["bf16", "fp16"] = field(
+        default="bf16", metadata={"help": "model dtype (OpenRLHF: bf16 or fp16)"}
+    )
+    attn_implementation: str = field(default="sdpa", metadata={"help": "transformers attention implementation"})
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"--ds.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage!r}")
+
+
+@dataclass
+class VllmConfig:
+    """The interpolated vLLM rollout engines (policy + reference halves)."""
+
+    cli_group: ClassVar[str] = "vllm"
+
+    num_engines: int = field(default=1, metadata={"help": "rollout engines"})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs per engine"})
+    gpu_memory_utilization: float | None = field(
+        default=None,
+        metadata={
+            "help": "share of GPU memory vLLM may take (default 0.9); on the CPU stack, of host memory (default 0.5)"
+        },
+    )
+    enforce_eager: bool = field(default=False, metadata={"help": "disable CUDA graphs"})
+    enable_prefix_caching: bool = field(default=False, metadata={"help": "vLLM prefix caching"})
+
+    def __post_init__(self) -> None:
+        _positive_int(self, "num_engines")
+        _positive_int(self, "tensor_parallel_size")
+        if self.gpu_memory_utilization is not None:
+            _finite(self, "gpu_memory_utilization", low=0.0, high=1.0, open_low=True)
+
+    def memory_utilization(self, cpu_only: bool) -> float:
+        if self.gpu_memory_utilization is not None:
+            return self.gpu_memory_utilization
+        return 0.5 if cpu_only else 0.9
+
+
+@dataclass
+class CkptConfig:
+    """Run directory, checkpoints and resume."""
+
+    cli_group: ClassVar[str] = "ckpt"
+
+    output_dir: str = field(default="./ckpt", metadata={"help": "run directory: pairs.jsonl, metrics, final model"})
+    save_steps: int = field(default=-1, metadata={"help": "checkpoint every N steps (-1: only at the end)"})
+    load_enable: bool = field(default=False, metadata={"help": "resume from the last checkpoint in --ckpt.path"})
+    path: str | None = field(default=None, metadata={"help": "checkpoint directory (default: <output_dir>/ckpt)"})
+    max_num: int = field(default=3, metadata={"help": "checkpoints kept"})
+
+    def __post_init__(self) -> None:
+        if self.save_steps != -1:
+            _positive_int(self, "save_steps")
+        _positive_int(self, "max_num")
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return self.path if self.path is not None else f"{self.output_dir}/ckpt"
+
+
+@dataclass
+class LoggerConfig:
+    """OpenRLHF's loggers."""
+
+    cli_group: ClassVar[str] = "logger"
+
+    tensorboard_dir: str | None = field(default=None, metadata={"help": "TensorBoard directory"})
+    logging_steps: int = field(default=1, metadata={"help": "log every N steps"})
+
+    def __post_init__(self) -> None:
+        _positive_int(self, "logging_steps")
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases (OpenRLHF's WandbLogger)."""
+
+    cli_group: ClassVar[str] = "logger.wandb"
+
+    key: str | None = field(default=None, metadata={"help": "wandb API key (enables wandb)"})
+    org: str | None = field(default=None, metadata={"help": "wandb entity"})
+    group: str | None = field(default=None, metadata={"help": "wandb group"})
+    project: str = field(default="openrlhf_pilaf_dpo", metadata={"help": "wandb project"})
+    run_name: str = field(default="online_dpo", metadata={"help": "run name (also TensorBoard's sub-directory)"})
+
+
+@dataclass
+class EvalConfig:
+    """Periodic evaluation on held-out prompts: oracle reward, KL to the reference, J = reward - beta * KL."""
+
+    cli_group: ClassVar[str] = "eval"
+
+    steps: int = field(default=-1, metadata={"help": "evaluate every N steps (-1: never)"})
+    dataset: str | None = field(default=None, metadata={"help": "held-out prompt dataset"})
+    split: str = field(default="train", metadata={"help": "its split"})
+    max_samples: int = field(default=256, metadata={"help": "held-out prompts used"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (1: the KL is the policy's own)"})
+
+    def __post_init__(self) -> None:
+        if self.steps != -1:
+            _positive_int(self, "steps")
+            if self.dataset is None:
+                raise ValueError("--eval.steps needs --eval.dataset")
+        _positive_int(self, "max_samples")
+        _finite(self, "temperature", low=0.0, open_low=True)
+
+
+GROUPS: tuple[type, ...] = (
+    ActorConfig,
+    ActorAdamConfig,
+    RefConfig,
+    RewardConfig,
+    DataConfig,
+    RolloutConfig,
+    TrainConfig,
+    DSConfig,
+    VllmConfig,
+    CkptConfig,
+    LoggerConfig,
+    WandbConfig,
+    EvalConfig,
+    DPOConfig,
+    SamplerConfig,
+    OracleConfig,
+    SalsaConfig,
+)
+
+
+@dataclass
+class OnlineDPOConfig:
+    """One online DPO run; checks that span groups (the launcher refuses contradictions before anything starts)."""
+
+    engine: Engine
+    actor: ActorConfig
+    adam: ActorAdamConfig
+    ref: RefConfig
+    reward: RewardConfig
+    data: DataConfig
+    rollout: RolloutConfig
+    train: TrainConfig
+    ds: DSConfig
+    vllm: VllmConfig
+    ckpt: CkptConfig
+    logger: LoggerConfig
+    wandb: WandbConfig
+    eval: EvalConfig
+    dpo: DPOConfig
+    pilaf: SamplerConfig
+    oracle: OracleConfig
+    salsa: SalsaConfig
+    vllm_flags_given: tuple[str, ...] = ()  # --vllm.* flags on the command line (refused with --engine torch)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("vllm", "torch"):
+            raise ValueError(f"--engine must be vllm or torch, got {self.engine!r}")
+        if self.engine == "torch" and self.vllm_flags_given:
+            raise ValueError(
+                f"--engine torch runs without vLLM, but {', '.join(self.vllm_flags_given)} were given; remove them "
+                "or use --engine vllm"
+            )
+        if self.salsa.enabled and self.ref.model_name_or_path is not None:
+            raise ValueError("--salsa.ingredients builds the reference; do not also give --ref.model_name_or_path")
+        if self.rollout.max_new_tokens >= self.data.max_len:
+            raise ValueError(
+                f"--rollout.max_new_tokens {self.rollout.max_new_tokens} leaves no room for the prompt in "
+                f"--data.max_len {self.data.max_len}"
+            )
+        world = self.actor.num_nodes * self.actor.num_gpus_per_node
+        if self.train.batch_size % (self.train.micro_batch_size * world):
+            raise ValueError(
+                f"--train.batch_size {self.train.batch_size} must be a multiple of --train.micro_batch_size "
+                f"{self.train.micro_batch_size} x learner ranks {world} (--actor.num_nodes x --actor.num_gpus_per_node)"
+            )
+        if self.rollout.batch_size % self.train.batch_size:
+            raise ValueError(
+                f"--rollout.batch_size {self.rollout.batch_size} (pairs per step) must be a multiple of "
+                f"--train.batch_size {self.train.batch_size} (pairs per optimizer step), so each step trains on "
+                "exactly its own pairs"
+            )
+        if self.engine == "torch" and world > 1:
+            raise ValueError(
+                "--engine torch runs one learner process; set --actor.num_nodes 1 --actor.num_gpus_per_node 1"
+            )
+        self.sampler = self.pilaf.build(self.dpo.beta)  # resolves PILAF's w = beta; raises on a bad beta
+
+    def generation_params(self, *, temperature: float | None = None):
+        """Decoding settings of the rollout (reference log-probs included: the PyTorch engine computes them)."""
+        from openrlhf_pilaf.engines.interface import GenerationParams
+
+        return GenerationParams(
+            max_new_tokens=self.rollout.max_new_tokens,
+            temperature=self.rollout.temperature if temperature is None else temperature,
+            top_p=self.rollout.top_p,
+            top_k=max(self.rollout.top_k, 0),
+            reference_logprobs=True,
+        )
+
+    @property
+    def reference_path(self) -> str:
+        """The DPO reference before any soup is built (the soup's directory replaces it when SALSA is on)."""
+        return self.ref.model_name_or_path or self.actor.model_name_or_path
+
+    @property
+    def learner_world_size(self) -> int:
+        return self.actor.num_nodes * self.actor.num_gpus_per_node

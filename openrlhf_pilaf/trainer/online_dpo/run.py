@@ -1,0 +1,247 @@
+"""Assemble and run one online DPO run from a validated `OnlineDPOConfig`.
+
+Everything that can be refused is refused before a model loads: the config checks itself, then the
+tokenizers of the reference and the reward model are compared with the policy's, the soup (SALSA) is
+built on the driver, and the prompt set is loaded. Then the engine-specific parts (runtime_torch or
+runtime_ray) are started and the loop runs. The run directory (`--ckpt.output_dir`) holds pairs.jsonl,
+metrics.jsonl, eval.jsonl, the checkpoints and, at the end, the trained model in Hugging Face format.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from openrlhf_pilaf.trainer.online_dpo.config import OnlineDPOConfig
+
+logger = logging.getLogger(__name__)
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "left"
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def check_tokenizers(cfg: OnlineDPOConfig, tokenizer, reference_path: str) -> None:
+    """The reference and the reward model must read token ids as the policy does (the oracle scores ids)."""
+    from openrlhf_pilaf.engines import rules
+
+    policy = cfg.actor.model_name_or_path
+    rules.check_same_tokenizer(tokenizer, policy, reference_path, "--ref.model_name_or_path")
+    if cfg.reward.model_name_or_path is not None:
+        rules.check_same_tokenizer(tokenizer, policy, cfg.reward.model_name_or_path, "--reward.model_name_or_path")
+
+
+def build_scorer(cfg: OnlineDPOConfig, tokenizer, *, device: str = "cpu", reward_group=None):
+    from openrlhf_pilaf.oracle import scorer_from_remote_url
+
+    if cfg.reward.remote_url is not None:
+        return scorer_from_remote_url(cfg.reward.remote_url, cfg.oracle.timeout)
+    if reward_group is not None:
+        from openrlhf_pilaf.oracle.reward_model import RayRewardModelScorer
+
+        return RayRewardModelScorer(reward_group)
+    from openrlhf_pilaf.oracle.reward_model import RewardModelScorer, load_reward_model
+
+    model = load_reward_model(
+        cfg.reward.model_name_or_path,
+        param_dtype=cfg.ds.param_dtype,
+        attn_implementation=cfg.ds.attn_implementation,
+        normalize=cfg.reward.normalize_enable,
+        device=device,
+    )
+    return RewardModelScorer(model, tokenizer.pad_token_id)
+
+
+def resolve_reference(cfg: OnlineDPOConfig) -> str:
+    """The DPO reference: the soup when --salsa.ingredients is given (built here, on the driver), else --ref."""
+    if cfg.salsa.enabled:
+        soup = cfg.salsa.build()
+        logger.info("SALSA reference: soup of %s at %s", cfg.salsa.ingredients, soup)
+        return str(soup)
+    return cfg.reference_path
+
+
+@dataclass
+class EngineParts:
+    """What runs the step: the learner, the engine, how reference log-probs are filled, the oracle's scorer."""
+
+    learner: Any
+    engine: Any
+    fill_reference: Any
+    scorer: Any
+    shutdown: Any = None
+    raw_engine: Any = None  # the engine object itself (tests inspect it)
+
+
+@dataclass
+class PreparedRun:
+    cfg: OnlineDPOConfig
+    loop: Any
+    parts: EngineParts
+    pair_log: Any
+    tokenizer: Any
+    run_dir: Path
+    reference_path: str
+
+
+def build_parts(cfg: OnlineDPOConfig, args, *, reference_path: str, tokenizer, optimizer_steps: int) -> EngineParts:
+    if cfg.engine == "torch":
+        from openrlhf_pilaf.trainer.online_dpo.runtime_torch import build_torch_parts
+
+        learner, engine = build_torch_parts(
+            cfg, args, reference_path=reference_path, tokenizer=tokenizer, optimizer_steps=optimizer_steps
+        )
+        scorer = build_scorer(cfg, tokenizer, device=str(engine.engine.device))
+        return EngineParts(learner, engine, None, scorer, raw_engine=engine.engine)
+    from openrlhf_pilaf.trainer.online_dpo.runtime_ray import build_ray_parts
+
+    ray_parts = build_ray_parts(
+        cfg, args, reference_path=reference_path, tokenizer=tokenizer, optimizer_steps=optimizer_steps
+    )
+    scorer = build_scorer(cfg, tokenizer, reward_group=ray_parts.reward_group)
+    return EngineParts(
+        ray_parts.learner, ray_parts.engine, ray_parts.fill_reference, scorer, ray_parts.shutdown, ray_parts
+    )
+
+
+def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> PreparedRun:
+    """Check everything, load prompts, start (or reuse) the engine parts, and build the loop."""
+    from openrlhf_pilaf.oracle import PreferenceOracle
+    from openrlhf_pilaf.pairs import PairLog
+    from openrlhf_pilaf.trainer.online_dpo.evaluation import evaluate_policy
+    from openrlhf_pilaf.trainer.online_dpo.loop import OnlineDPOLoop
+    from openrlhf_pilaf.trainer.online_dpo.openrlhf_args import openrlhf_args
+    from openrlhf_pilaf.trainer.online_dpo.prompts import PromptStream, load_prompts
+    from openrlhf_pilaf.trainer.online_dpo.sinks import JsonlSink, openrlhf_sinks
+
+    run_dir = Path(cfg.ckpt.output_dir)
+    tokenizer = load_tokenizer(cfg.actor.model_name_or_path)
+    reference_path = resolve_reference(cfg)
+    check_tokenizers(cfg, tokenizer, reference_path)
+    args = openrlhf_args(cfg, reference_path=reference_path)
+
+    from openrlhf.utils.deepspeed import DeepspeedStrategy  # the driver's strategy object, for datasets only
+
+    data_strategy = DeepspeedStrategy(seed=cfg.train.seed, zero_stage=cfg.ds.zero_stage, args=args)
+    max_prompt_len = cfg.data.max_len - cfg.rollout.max_new_tokens
+
+    def load(dataset: str, probs, split: str, max_samples: int):
+        return load_prompts(
+            data_strategy,
+            tokenizer,
+            dataset,
+            probs=probs,
+            split=split,
+            max_samples=max_samples,
+            seed=cfg.train.seed,
+            max_prompt_len=max_prompt_len,
+        )
+
+    prompts = load(cfg.data.prompt_dataset, cfg.data.prompt_probs, cfg.data.prompt_split, cfg.data.max_samples)
+    eval_prompts = load(cfg.eval.dataset, None, cfg.eval.split, cfg.eval.max_samples) if cfg.eval.steps > 0 else None
+    stream = PromptStream(prompts, seed=cfg.train.seed, num_episodes=cfg.train.num_episodes)
+    steps = stream.batches_left(cfg.rollout.batch_size)
+    if cfg.train.max_steps is not None:
+        steps = min(steps, cfg.train.max_steps)
+    if steps == 0:
+        raise ValueError(
+            f"{len(prompts)} prompts x --train.num_episodes {cfg.train.num_episodes} make no full batch of "
+            f"--rollout.batch_size {cfg.rollout.batch_size}"
+        )
+    pair_log = PairLog(run_dir / "pairs.jsonl")
+    if len(pair_log) and not cfg.ckpt.load_enable:
+        raise ValueError(
+            f"{pair_log.path} already holds {len(pair_log)} labelled pairs: resume with --ckpt.load_enable, or choose "
+            "another --ckpt.output_dir (labels are never thrown away)"
+        )
+    if parts is None:
+        parts = build_parts(
+            cfg,
+            args,
+            reference_path=reference_path,
+            tokenizer=tokenizer,
+            optimizer_steps=steps * (cfg.rollout.batch_size // cfg.train.batch_size),
+        )
+    oracle = PreferenceOracle(parts.scorer, cfg.oracle, seed=cfg.train.seed)
+    evaluate = None
+    if eval_prompts is not None:
+        eval_params = cfg.generation_params(temperature=cfg.eval.temperature)
+
+        def evaluate(step: int) -> dict:
+            return evaluate_policy(
+                parts.engine,
+                parts.fill_reference,
+                parts.scorer,
+                tokenizer,
+                eval_prompts,
+                eval_params,
+                beta=cfg.dpo.beta,
+            )
+
+    loop = OnlineDPOLoop(
+        sampler=cfg.sampler,
+        sampler_name=cfg.pilaf.sampler,
+        engine=parts.engine,
+        fill_reference=parts.fill_reference,
+        learner=parts.learner,
+        oracle=oracle,
+        pair_log=pair_log,
+        stream=stream,
+        tokenizer=tokenizer,
+        gen_params=cfg.generation_params(),
+        batch_size=cfg.rollout.batch_size,
+        seed=cfg.train.seed,
+        beta=cfg.dpo.beta,
+        ckpt_dir=Path(cfg.ckpt.checkpoint_dir),
+        save_steps=cfg.ckpt.save_steps,
+        max_steps=cfg.train.max_steps,
+        sinks=[JsonlSink(run_dir), *openrlhf_sinks(args)],
+        evaluate=evaluate,
+        eval_steps=cfg.eval.steps,
+    )
+    return PreparedRun(cfg, loop, parts, pair_log, tokenizer, run_dir, reference_path)
+
+
+def execute(run: PreparedRun, *, save_model: bool = True) -> list[dict]:
+    """Resume if asked, run every step, save the final model (Hugging Face format) into <output_dir>/final."""
+    (run.run_dir / "config.json").write_text(json.dumps(asdict_safe(run.cfg), indent=1, default=str))
+    if run.cfg.ckpt.load_enable:
+        run.loop.resume()
+    history = run.loop.run()
+    if save_model:
+        run.parts.learner.save_model(str(run.run_dir / "final"))
+    logger.info(
+        "done: %d steps, %d labelled pairs in %s, model in %s",
+        run.loop.state.step,
+        len(run.pair_log),
+        run.pair_log.path,
+        run.run_dir / "final",
+    )
+    return history
+
+
+def run_online_dpo(cfg: OnlineDPOConfig) -> list[dict]:
+    run = prepare_run(cfg)
+    try:
+        return execute(run)
+    finally:
+        if run.parts.shutdown is not None:
+            run.parts.shutdown()
+
+
+def asdict_safe(cfg: OnlineDPOConfig) -> dict:
+    out = {}
+    for name in cfg.__dataclass_fields__:
+        value = getattr(cfg, name)
+        out[name] = asdict(value) if hasattr(value, "__dataclass_fields__") else value
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
