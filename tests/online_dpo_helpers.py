@@ -56,7 +56,7 @@ def launcher_argv(tiny_suite, prompts: Path, out: Path, sampler: str, *extra: st
         str(out),
         *extra,
     ]
-    if "--reward.remote_url" not in extra:
+    if "--reward.remote_url" not in extra and "--reward.model_name_or_path" not in extra:
         argv += ["--reward.model_name_or_path", str(tiny_suite.reward)]
     if "--salsa.ingredients" not in extra and "--ref.model_name_or_path" not in extra:
         argv += ["--ref.model_name_or_path", str(tiny_suite.reference)]

@@ -48,7 +48,10 @@ def _params(model) -> dict[str, torch.Tensor]:
 def test_two_steps_for_each_sampler(tiny_suite, prompts, tmp_path, sampler):
     from openrlhf_pilaf.trainer.online_dpo.run import execute
 
-    extra = ("--pilaf.n", "4") if sampler == "best_of_n" else ()
+    extra = {
+        "best_of_n": ("--pilaf.n", "4"),
+        "pilaf": ("--eval.steps", "1", "--eval.dataset", str(prompts), "--eval.max_samples", "4"),
+    }.get(sampler, ())
     run = _prepare(launcher_argv(tiny_suite, prompts, tmp_path / "run", sampler, *extra))
     learner, engine = run.parts.learner.learner, run.parts.raw_engine
     start, ref_start = _params(learner.hf_model), _params(engine.reference)
@@ -80,6 +83,12 @@ def test_two_steps_for_each_sampler(tiny_suite, prompts, tmp_path, sampler):
     assert history[-1]["labels_spent"] == 2 * len(rows)
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2] and metrics[0]["loss"] == pytest.approx(history[0]["loss"])
+    if sampler == "pilaf":  # --eval.steps 1: held-out reward, KL and J after every step
+        evals = [json.loads(line) for line in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
+        assert [e["step"] for e in evals] == [1, 2]
+        for e in evals:
+            assert {"reward", "reward_ci95", "kl", "kl_se", "J", "beta", "n"} <= set(e) and e["n"] == 4
+            assert e["J"] == pytest.approx(e["reward"] - 0.1 * e["kl"])
 
 
 def test_hybrid_reference_response_keeps_the_logprobs_it_was_sampled_with(tiny_suite):

@@ -1,0 +1,98 @@
+"""The DPO learner under OpenRLHF's DeepspeedStrategy: ZeRO 0 and 3 in one process, and two data-parallel
+ranks under ZeRO-3 as Ray actors (the `--engine vllm` learner group), pairs kept whole across ranks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.openrlhf]
+
+
+def _pairs(tokenizer, n: int):
+    from openrlhf_pilaf.pairs.log import TrainingPair
+
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Tell me what the cat sees."}], tokenize=False, add_generation_prompt=True
+    )
+    p = tuple(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    good = tuple(tokenizer("The cat sees an apple.</s>", add_special_tokens=False)["input_ids"])
+    bad = tuple(tokenizer("12 95 7 3</s>", add_special_tokens=False)["input_ids"])
+    return [TrainingPair(f"p{i}", p, good, bad, -20.0, -20.0) for i in range(n)]
+
+
+def _cfg(tiny_suite, tmp_path, zero_stage: int, ranks: int = 1, engine: str = "torch"):
+    from openrlhf_pilaf.cli.train_dpo_ray import parse_config
+    from tests.online_dpo_helpers import launcher_argv, write_prompts
+
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    extra = ["--ds.zero_stage", str(zero_stage), "--train.batch_size", "4", "--rollout.batch_size", "4"]
+    if ranks > 1:
+        extra += ["--actor.num_gpus_per_node", str(ranks)]
+    return parse_config(launcher_argv(tiny_suite, prompts, tmp_path / "run", "vanilla", *extra, engine=engine))
+
+
+@pytest.mark.parametrize("zero_stage", [0, 3])
+def test_learner_trains_and_exports_full_weights(tiny_suite, tmp_path, zero_stage):
+    from transformers import AutoModelForCausalLM
+
+    from openrlhf_pilaf.trainer.online_dpo.learner import DPOLearner
+    from openrlhf_pilaf.trainer.online_dpo.openrlhf_args import make_strategy, openrlhf_args
+    from openrlhf_pilaf.trainer.online_dpo.run import load_tokenizer
+    from openrlhf_pilaf.trainer.online_dpo.runtime_torch import start_world_of_one
+
+    cfg = _cfg(tiny_suite, tmp_path, zero_stage)
+    tok = load_tokenizer(str(tiny_suite.policy))
+    start_world_of_one()
+    strategy = make_strategy(openrlhf_args(cfg, reference_path=str(tiny_suite.reference)), cfg)
+    strategy.setup_distributed()
+    learner = DPOLearner(
+        strategy,
+        str(tiny_suite.policy),
+        dpo=cfg.dpo,
+        actor=cfg.actor,
+        adam=cfg.adam,
+        optimizer_steps=2,
+        pad_token_id=tok.pad_token_id,
+    )
+    start = AutoModelForCausalLM.from_pretrained(tiny_suite.policy, dtype=torch.bfloat16).state_dict()
+    sums = learner.train(_pairs(tok, 4))
+    assert sums["pairs"] == 4 and torch.isfinite(torch.tensor(sums["loss"]))
+    weights = dict(learner.named_weights())
+    assert set(weights) == {n for n, _ in learner.hf_model.named_parameters()}
+    for name, w in weights.items():
+        assert tuple(w.shape) == tuple(start[name].shape), f"{name} is a ZeRO-3 shard, not the full tensor"
+    # one optimizer step at lr 1e-3: every weight matrix moves (a norm's 1.0 can stay within bf16 rounding)
+    matrices = [n for n, w in weights.items() if w.dim() == 2]
+    assert matrices and all(not torch.equal(weights[n].cpu(), start[n]) for n in matrices)
+
+
+@pytest.mark.ray
+def test_two_ranks_zero3_as_ray_actors(ray_cluster, tiny_suite, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from openrlhf_pilaf.trainer.online_dpo.openrlhf_args import make_strategy, openrlhf_args
+    from openrlhf_pilaf.trainer.online_dpo.ray_actors import DPOLearnerActor
+    from openrlhf_pilaf.trainer.online_dpo.run import load_tokenizer
+    from openrlhf_pilaf.trainer.online_dpo.runtime_ray import RayLearner, _group, shard
+
+    cfg = _cfg(tiny_suite, tmp_path, 3, ranks=2, engine="vllm")
+    tok = load_tokenizer(str(tiny_suite.policy))
+    group = _group(DPOLearnerActor, 1, 2, cpu_only=True)
+    strategy = make_strategy(openrlhf_args(cfg, reference_path=str(tiny_suite.reference)), cfg)
+    kwargs = dict(dpo=cfg.dpo, actor=cfg.actor, adam=cfg.adam, optimizer_steps=2, pad_token_id=tok.pad_token_id)
+    ray_cluster.get(group.async_init_model_from_pretrained(strategy, str(tiny_suite.policy), kwargs))
+    learner = RayLearner(group, tok, str(tmp_path / "ckpt"), 1)
+    pairs = _pairs(tok, 4)
+    assert [len(s) for s in shard(pairs, 2)] == [2, 2]
+    sums = learner.train(pairs)
+    assert sums["pairs"] == 4  # 2 whole pairs on each rank
+    learner.save_model(str(tmp_path / "final"))
+    trained = AutoModelForCausalLM.from_pretrained(tmp_path / "final", dtype=torch.bfloat16).state_dict()
+    start = AutoModelForCausalLM.from_pretrained(tiny_suite.policy, dtype=torch.bfloat16).state_dict()
+    matrices = [k for k in start if start[k].dim() == 2 and k in trained]
+    assert matrices and all(not torch.equal(trained[k], start[k]) for k in matrices)
+    for a in group._actor_handlers:
+        ray_cluster.kill(a)
+    with pytest.raises(ValueError, match="cannot be split evenly"):
+        shard(pairs[:3], 2)
