@@ -184,9 +184,11 @@ class OnlineDPOLoop:
         plan = subset_plan(plan, todo)
         t0 = time.perf_counter()
         samples = self.engine.generate(plan.generation, self.gen_params, [p.text for p in batch])
-        if self.fill_reference is not None:
-            self.fill_reference(samples)
         counters["generate_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if self.fill_reference is not None:  # the reference's log-probs, where the engine does not return them
+            self.fill_reference(samples)
+        counters["score_s"] = time.perf_counter() - t0
         for s in samples:
             pol, ref = model_forwards(s.w)
             counters["policy_tokens"] += pol * len(s.token_ids)
