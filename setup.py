@@ -58,6 +58,7 @@ setup(
             "openrlhf-pilaf-check=openrlhf_pilaf.cli.check:main",
             "openrlhf-pilaf-soup=openrlhf_pilaf.cli.build_soup:main",
             "openrlhf-pilaf-ppo=openrlhf_pilaf.cli.train_ppo_ray:main",
+            "openrlhf-pilaf-dpo=openrlhf_pilaf.cli.train_dpo_ray:main",
         ],
         # vLLM calls this in every process it starts (driver, engine core, workers), which is where
         # an out-of-tree architecture must be registered; registering in the driver alone fails.

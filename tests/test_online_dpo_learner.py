@@ -96,3 +96,56 @@ def test_two_ranks_zero3_as_ray_actors(ray_cluster, tiny_suite, tmp_path):
         ray_cluster.kill(a)
     with pytest.raises(ValueError, match="cannot be split evenly"):
         shard(pairs[:3], 2)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        {"ipo": False, "label_smoothing": 0.0},
+        {"ipo": False, "label_smoothing": 0.2},
+        {"ipo": True, "label_smoothing": 0.0},
+    ],
+)
+def test_plain_pytorch_dpo_loss_equals_openrlhfs(kind):
+    from openrlhf.models.loss import DPOLoss
+
+    from openrlhf_pilaf.trainer.online_dpo.torch_learner import dpo_loss
+
+    g = torch.Generator().manual_seed(0)
+    logps = [-torch.rand(16, generator=g, dtype=torch.float64) * 30 for _ in range(4)]
+    want = DPOLoss(0.1, label_smoothing=kind["label_smoothing"], ipo=kind["ipo"])(*logps)
+    got = dpo_loss(*logps, beta=0.1, **kind)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_without_deepspeed_the_torch_engine_trains_with_plain_adamw(tiny_suite, tmp_path, monkeypatch):
+    """`--engine torch` on a machine without DeepSpeed (the lent GPU machine has none): same loop, AdamW."""
+    from openrlhf_pilaf.cli.train_dpo_ray import parse_config
+    from openrlhf_pilaf.trainer.online_dpo import runtime_torch
+    from openrlhf_pilaf.trainer.online_dpo.run import execute, prepare_run
+    from openrlhf_pilaf.trainer.online_dpo.torch_learner import TorchDPOLearner
+    from tests.online_dpo_helpers import launcher_argv, write_prompts
+
+    monkeypatch.setattr(runtime_torch, "deepspeed_available", lambda: False)
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    run = prepare_run(
+        parse_config(launcher_argv(tiny_suite, prompts, tmp_path / "run", "pilaf", "--ckpt.save_steps", "1"))
+    )
+    learner = run.parts.learner.learner
+    assert isinstance(learner, TorchDPOLearner)
+    start = {n: p.detach().clone() for n, p in learner.hf_model.named_parameters()}
+    history = execute(run, save_model=True)
+    assert len(history) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+    trained = dict(learner.hf_model.named_parameters())
+    assert all(not torch.equal(start[n], trained[n]) for n in start if start[n].dim() == 2)
+    for n, p in run.parts.raw_engine.policy.named_parameters():
+        assert torch.equal(p, trained[n].detach()), n
+    # its checkpoint restores the same weights (and optimizer) into a fresh learner
+    fresh = prepare_run(
+        parse_config(launcher_argv(tiny_suite, prompts, tmp_path / "run", "pilaf", "--ckpt.load_enable"))
+    )
+    fresh.parts.learner.load_checkpoint("global_step2")
+    for n, p in fresh.parts.learner.learner.hf_model.named_parameters():
+        assert torch.equal(p, trained[n].detach()), n
+    assert (tmp_path / "run" / "final" / "config.json").exists()

@@ -14,6 +14,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from openrlhf_pilaf.trainer.online_dpo.config import OnlineDPOConfig
@@ -60,6 +61,16 @@ def build_scorer(cfg: OnlineDPOConfig, tokenizer, *, device: str = "cpu", reward
         device=device,
     )
     return RewardModelScorer(model, tokenizer.pad_token_id)
+
+
+def check_install() -> None:
+    """The supported OpenRLHF, and on a machine without CUDA (the CPU stack) our patches, before anything loads."""
+    import torch
+
+    from openrlhf_pilaf.utils.openrlhf_patches import require_patches, require_supported_openrlhf
+
+    require_supported_openrlhf()
+    require_patches(cpu_stack=not torch.cuda.is_available())
 
 
 def resolve_reference(cfg: OnlineDPOConfig) -> str:
@@ -124,15 +135,15 @@ def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> Prepa
     from openrlhf_pilaf.trainer.online_dpo.prompts import PromptStream, load_prompts
     from openrlhf_pilaf.trainer.online_dpo.sinks import JsonlSink, openrlhf_sinks
 
+    check_install()
     run_dir = Path(cfg.ckpt.output_dir)
     tokenizer = load_tokenizer(cfg.actor.model_name_or_path)
     reference_path = resolve_reference(cfg)
     check_tokenizers(cfg, tokenizer, reference_path)
     args = openrlhf_args(cfg, reference_path=reference_path)
 
-    from openrlhf.utils.deepspeed import DeepspeedStrategy  # the driver's strategy object, for datasets only
-
-    data_strategy = DeepspeedStrategy(seed=cfg.train.seed, zero_stage=cfg.ds.zero_stage, args=args)
+    # What OpenRLHF's dataset code reads of a strategy (its args, print, is_rank_0): the driver is rank 0.
+    data_strategy = SimpleNamespace(args=args, print=print, is_rank_0=lambda: True)
     max_prompt_len = cfg.data.max_len - cfg.rollout.max_new_tokens
 
     def load(dataset: str, probs, split: str, max_samples: int):

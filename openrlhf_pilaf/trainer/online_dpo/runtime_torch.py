@@ -64,28 +64,52 @@ def start_world_of_one() -> None:
         os.environ.update(single_process_dist_env())
 
 
-def build_torch_parts(cfg: OnlineDPOConfig, args, *, reference_path: str, tokenizer, optimizer_steps: int):
-    """(learner, engine) for one process: the engine on the learner's device, in the learner's dtype."""
-    from openrlhf_pilaf.engines.torch_engine import TorchInterpolatedEngine
-    from openrlhf_pilaf.trainer.online_dpo.openrlhf_args import make_strategy
+def deepspeed_available() -> bool:
+    import importlib.util
 
-    start_world_of_one()
-    strategy = make_strategy(args, cfg)
-    strategy.setup_distributed()
-    learner = DPOLearner(
-        strategy,
-        cfg.actor.model_name_or_path,
-        dpo=cfg.dpo,
-        actor=cfg.actor,
-        adam=cfg.adam,
-        optimizer_steps=optimizer_steps,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    device = learner.device
+    return importlib.util.find_spec("deepspeed") is not None
+
+
+def build_torch_parts(cfg: OnlineDPOConfig, args, *, reference_path: str, tokenizer, optimizer_steps: int):
+    """(learner, engine) for one process: DeepSpeed's learner where DeepSpeed is installed, plain PyTorch
+    otherwise; the engine on the learner's device, in the learner's dtype, starting from its exact weights."""
+    from openrlhf_pilaf.engines.torch_engine import TorchInterpolatedEngine
+
+    if deepspeed_available():
+        from openrlhf_pilaf.trainer.online_dpo.openrlhf_args import make_strategy
+
+        start_world_of_one()
+        strategy = make_strategy(args, cfg)
+        strategy.setup_distributed()
+        learner = DPOLearner(
+            strategy,
+            cfg.actor.model_name_or_path,
+            dpo=cfg.dpo,
+            actor=cfg.actor,
+            adam=cfg.adam,
+            optimizer_steps=optimizer_steps,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    else:
+        from openrlhf_pilaf.trainer.online_dpo.torch_learner import TorchDPOLearner
+
+        logger.info("DeepSpeed is not installed: training with plain PyTorch AdamW (--engine torch)")
+        learner = TorchDPOLearner(
+            cfg.actor.model_name_or_path,
+            dpo=cfg.dpo,
+            actor=cfg.actor,
+            adam=cfg.adam,
+            param_dtype=cfg.ds.param_dtype,
+            micro_batch_size=cfg.train.micro_batch_size,
+            batch_size=cfg.train.batch_size,
+            optimizer_steps=optimizer_steps,
+            pad_token_id=tokenizer.pad_token_id,
+            device="cuda" if torch.cuda.is_available() else "cpu",
+        )
     engine = TorchInterpolatedEngine.from_pretrained(
         cfg.actor.model_name_or_path,
         reference_path,
-        device=device,
+        device=learner.device,
         dtype=_DTYPES[cfg.ds.param_dtype],
         max_batch_size=64,
     )
