@@ -51,6 +51,7 @@ def test_two_steps_for_each_sampler(tiny_suite, prompts, tmp_path, sampler):
     extra = {
         "best_of_n": ("--pilaf.n", "4"),
         "pilaf": ("--eval.steps", "1", "--eval.dataset", str(prompts), "--eval.max_samples", "4"),
+        "hybrid": ("--logger.tensorboard_dir", str(tmp_path / "tb")),
     }.get(sampler, ())
     run = _prepare(launcher_argv(tiny_suite, prompts, tmp_path / "run", sampler, *extra))
     learner, engine = run.parts.learner.learner, run.parts.raw_engine
@@ -83,6 +84,8 @@ def test_two_steps_for_each_sampler(tiny_suite, prompts, tmp_path, sampler):
     assert history[-1]["labels_spent"] == 2 * len(rows)
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2] and metrics[0]["loss"] == pytest.approx(history[0]["loss"])
+    if sampler == "hybrid":  # OpenRLHF's TensorboardLogger, under --logger.wandb.run_name
+        assert list((tmp_path / "tb" / "online_dpo").glob("events.out.tfevents.*"))
     if sampler == "pilaf":  # --eval.steps 1: held-out reward, KL and J after every step
         evals = [json.loads(line) for line in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
         assert [e["step"] for e in evals] == [1, 2]

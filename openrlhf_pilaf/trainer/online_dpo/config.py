@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from openrlhf_pilaf.oracle.config import OracleConfig
+from openrlhf_pilaf.samplers.base import PairSampler
 from openrlhf_pilaf.samplers.config import SamplerConfig
 from openrlhf_pilaf.trainer.salsa import SalsaConfig
 from openrlhf_pilaf.utils.config_cli import check_choices, flag_name
@@ -363,6 +364,7 @@ class OnlineDPOConfig:
     oracle: OracleConfig
     salsa: SalsaConfig
     vllm_flags_given: tuple[str, ...] = ()  # --vllm.* flags on the command line (refused with --engine torch)
+    sampler: PairSampler = field(init=False, repr=False)  # built from --pilaf.* and --dpo.beta
 
     def __post_init__(self) -> None:
         if self.engine not in ("vllm", "torch"):

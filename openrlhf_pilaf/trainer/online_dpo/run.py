@@ -252,7 +252,9 @@ def run_online_dpo(cfg: OnlineDPOConfig) -> list[dict]:
 
 def asdict_safe(cfg: OnlineDPOConfig) -> dict:
     out = {}
-    for name in cfg.__dataclass_fields__:
+    for name, f in cfg.__dataclass_fields__.items():
+        if not f.init:
+            continue
         value = getattr(cfg, name)
         out[name] = asdict(value) if hasattr(value, "__dataclass_fields__") else value
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
