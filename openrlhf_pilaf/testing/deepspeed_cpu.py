@@ -10,23 +10,9 @@ from openrlhf_pilaf.testing.cpu_env import single_process_dist_env
 
 def strategy_args(zero_stage: int = 2, param_dtype: str = "bf16") -> SimpleNamespace:
     """The subset of OpenRLHF's nested CLI namespace that DeepspeedStrategy and the Ray model actors read."""
-    ds = SimpleNamespace(
-        param_dtype=param_dtype,
-        zero_stage=zero_stage,
-        adam_offload=False,
-        zpg=1,
-        use_universal_ckpt=False,
-        grad_accum_dtype=None,
-        overlap_comm=False,
-        deepcompile=False,
-        tensor_parallel_size=1,
-        ring_attn_size=1,
-        attn_implementation="sdpa",
-        experts_implementation=None,
-        load_in_4bit=False,
-        packing_samples=False,
-        use_liger_kernel=False,
-    )
+    from openrlhf_pilaf.trainer.online_dpo.openrlhf_args import ds_namespace
+
+    ds = ds_namespace(zero_stage, param_dtype)
     return SimpleNamespace(
         ds=ds,
         train=SimpleNamespace(dynamic_batch_enable=False),

@@ -18,7 +18,7 @@ import torch
 
 from openrlhf_pilaf.pairs.log import TrainingPair
 from openrlhf_pilaf.trainer.online_dpo.config import ActorAdamConfig, ActorConfig, DPOConfig
-from openrlhf_pilaf.utils.sequences import left_pad_with_action_mask
+from openrlhf_pilaf.trainer.online_dpo.pair_batches import StepSums, pair_batches
 
 
 def optimizer_config(actor: ActorConfig, adam: ActorAdamConfig, optimizer_steps: int) -> dict:
@@ -64,7 +64,6 @@ class DPOLearner:
             (model, optimizer_config(actor, adam, optimizer_steps))
         )
         self.loss_fn = DPOLoss(dpo.beta, label_smoothing=dpo.label_smoothing, ipo=dpo.loss == "ipo")
-        self.optimizer_steps_done = 0
 
     @property
     def device(self) -> torch.device:
@@ -82,34 +81,16 @@ class DPOLearner:
 
     def train(self, pairs: Sequence[TrainingPair]) -> dict[str, float]:
         """One pass over `pairs` (this rank's shard), micro-batch by micro-batch; returns summed statistics."""
-        if not pairs:
-            raise ValueError("DPOLearner.train got no pairs")
         self.model.train()
-        micro = self.strategy.micro_train_batch_size
-        sums = {"loss": 0.0, "chosen_reward": 0.0, "rejected_reward": 0.0, "accuracy": 0.0, "pairs": 0.0}
-        for start in range(0, len(pairs), micro):
-            chunk = pairs[start : start + micro]
-            n = len(chunk)
-            prompts = [list(p.prompt_ids) for p in chunk]
-            seqs = [pr + list(p.chosen_ids) for pr, p in zip(prompts, chunk, strict=True)] + [
-                pr + list(p.rejected_ids) for pr, p in zip(prompts, chunk, strict=True)
-            ]
-            ids, attention, action = left_pad_with_action_mask(seqs, [len(pr) for pr in prompts] * 2, self.pad_token_id)
-            logps = self._sequence_logps(ids, attention, action)
-            ref = torch.tensor(
-                [p.ref_logp_chosen for p in chunk] + [p.ref_logp_rejected for p in chunk],
-                dtype=logps.dtype,
-                device=logps.device,
-            )
-            loss, chosen_reward, rejected_reward = self.loss_fn(logps[:n], logps[n:], ref[:n], ref[n:])
+        stats = StepSums()
+        for b in pair_batches(pairs, self.strategy.micro_train_batch_size, self.pad_token_id):
+            logps = self._sequence_logps(b.input_ids, b.attention_mask, b.action_mask)
+            ref = b.ref_logps.to(device=logps.device, dtype=logps.dtype)
+            loss, chosen, rejected = self.loss_fn(logps[: b.n], logps[b.n :], ref[: b.n], ref[b.n :])
             self.strategy.backward(loss, self.model, self.optimizer)
             self.strategy.optimizer_step(self.optimizer, self.model, self.scheduler)
-            sums["loss"] += loss.item() * n
-            sums["chosen_reward"] += float(chosen_reward.sum())
-            sums["rejected_reward"] += float(rejected_reward.sum())
-            sums["accuracy"] += float((chosen_reward > rejected_reward).float().sum())
-            sums["pairs"] += n
-        return sums
+            stats.add(loss, chosen, rejected, b.n)
+        return stats.sums
 
     def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """(HF name, full tensor) of every parameter, gathered under ZeRO-3, for a weight sync."""

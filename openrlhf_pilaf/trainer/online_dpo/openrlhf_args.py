@@ -12,11 +12,13 @@ from types import SimpleNamespace
 from openrlhf_pilaf.trainer.online_dpo.config import OnlineDPOConfig
 
 
-def openrlhf_args(cfg: OnlineDPOConfig, *, reference_path: str) -> SimpleNamespace:
-    ds = SimpleNamespace(
-        zero_stage=cfg.ds.zero_stage,
-        param_dtype=cfg.ds.param_dtype,
-        attn_implementation=cfg.ds.attn_implementation,
+def ds_namespace(zero_stage: int, param_dtype: str, attn_implementation: str = "sdpa") -> SimpleNamespace:
+    """`args.ds` as DeepspeedStrategy and OpenRLHF's model actors read it; what we do not expose keeps
+    OpenRLHF 0.11.2's default (no offload, no tensor or sequence parallelism, no packing, no LoRA)."""
+    return SimpleNamespace(
+        zero_stage=zero_stage,
+        param_dtype=param_dtype,
+        attn_implementation=attn_implementation,
         experts_implementation=None,
         adam_offload=False,
         zpg=1,
@@ -31,6 +33,10 @@ def openrlhf_args(cfg: OnlineDPOConfig, *, reference_path: str) -> SimpleNamespa
         use_liger_kernel=False,
         value_head_prefix="score",
     )
+
+
+def openrlhf_args(cfg: OnlineDPOConfig, *, reference_path: str) -> SimpleNamespace:
+    ds = ds_namespace(cfg.ds.zero_stage, cfg.ds.param_dtype, cfg.ds.attn_implementation)
     data = SimpleNamespace(
         input_key=cfg.data.input_key,
         label_key=cfg.data.label_key,

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from openrlhf_pilaf.pairs.log import TrainingPair
 from openrlhf_pilaf.trainer.online_dpo.config import ActorAdamConfig, ActorConfig, DPOConfig
-from openrlhf_pilaf.utils.sequences import left_pad_with_action_mask, position_ids
+from openrlhf_pilaf.trainer.online_dpo.pair_batches import StepSums, pair_batches
+from openrlhf_pilaf.utils.sequences import position_ids
 
 logger = logging.getLogger(__name__)
 
@@ -90,27 +91,16 @@ class TorchDPOLearner:
         return (lp * action).sum(-1)
 
     def train(self, pairs: Sequence[TrainingPair]) -> dict[str, float]:
-        if not pairs:
-            raise ValueError("TorchDPOLearner.train got no pairs")
         self.model.train()
-        sums = {"loss": 0.0, "chosen_reward": 0.0, "rejected_reward": 0.0, "accuracy": 0.0, "pairs": 0.0}
-        for start in range(0, len(pairs), self.micro):
-            chunk = pairs[start : start + self.micro]
-            n = len(chunk)
-            prompts = [list(p.prompt_ids) for p in chunk]
-            seqs = [pr + list(p.chosen_ids) for pr, p in zip(prompts, chunk, strict=True)] + [
-                pr + list(p.rejected_ids) for pr, p in zip(prompts, chunk, strict=True)
-            ]
-            ids, attention, action = left_pad_with_action_mask(seqs, [len(pr) for pr in prompts] * 2, self.pad_token_id)
-            logps = self._sequence_logps(ids, attention, action)
-            ref = torch.tensor(
-                [p.ref_logp_chosen for p in chunk] + [p.ref_logp_rejected for p in chunk], device=logps.device
-            )
+        stats = StepSums()
+        for b in pair_batches(pairs, self.micro, self.pad_token_id):
+            logps = self._sequence_logps(b.input_ids, b.attention_mask, b.action_mask)
+            ref = b.ref_logps.to(device=logps.device, dtype=logps.dtype)
             loss, chosen, rejected = dpo_loss(
-                logps[:n],
-                logps[n:],
-                ref[:n],
-                ref[n:],
+                logps[: b.n],
+                logps[b.n :],
+                ref[: b.n],
+                ref[b.n :],
                 beta=self.dpo.beta,
                 label_smoothing=self.dpo.label_smoothing,
                 ipo=self.dpo.loss == "ipo",
@@ -123,12 +113,8 @@ class TorchDPOLearner:
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
-            sums["loss"] += loss.item() * n
-            sums["chosen_reward"] += float(chosen.sum())
-            sums["rejected_reward"] += float(rejected.sum())
-            sums["accuracy"] += float((chosen > rejected).float().sum())
-            sums["pairs"] += n
-        return sums
+            stats.add(loss, chosen, rejected, b.n)
+        return stats.sums
 
     def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         for name, p in self.model.named_parameters():
