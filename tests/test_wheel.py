@@ -111,6 +111,19 @@ def test_wheel_contains_every_patch_as_package_data(wheel_env):
     assert f"Requires-Dist: openrlhf=={SUPPORTED_OPENRLHF}\n" in metadata
 
 
+def test_wheel_ships_every_source_module(wheel_env):
+    """A folder without __init__.py is skipped by find_packages: the editable install works, the wheel not."""
+    package = REPO_ROOT / "openrlhf_pilaf"
+    sources = {
+        p.relative_to(REPO_ROOT).as_posix()
+        for p in package.rglob("*.py")
+        if "__pycache__" not in p.parts and "patches" not in p.relative_to(package).parts[:1]
+    }
+    with zipfile.ZipFile(wheel_env.wheel) as whl:
+        shipped = {n for n in whl.namelist() if n.endswith(".py")}
+    assert sources and sources <= shipped, sorted(sources - shipped)
+
+
 def test_installed_wheel_wins_and_finds_its_patches(wheel_env):
     code = (
         "import openrlhf, openrlhf_pilaf; from openrlhf_pilaf.utils.openrlhf_patches import DEFAULT_PATCH_DIR, "
