@@ -9,14 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 
 import pytest
 import torch
 
 from tests.online_dpo_helpers import launcher_argv, write_prompts
+from tests.reward_server import ScriptedRewardServer
 
 pytestmark = [pytest.mark.openrlhf]
 
@@ -142,54 +140,26 @@ def test_salsa_soup_is_the_reference_of_learner_and_engine(tiny_suite, prompts, 
     assert len(rows) == 4 and all(math.isfinite(r["logp_ref_a"]) for r in rows)
 
 
-class _FlakyReward(BaseHTTPRequestHandler):
-    """OpenRLHF's remote reward protocol; fails (500) or answers NaN as scripted, else scores by length."""
-
-    script: ClassVar[list] = []
-    calls: ClassVar[list] = []
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).calls.append(len(body["query"]))
-        kind = type(self).script.pop(0) if type(self).script else "ok"
-        if kind == "500":
-            self.send_response(500)
-            self.end_headers()
-            return
-        rewards = [float(len(q) % 7) if kind == "ok" else float("nan") for q in body["query"]]
-        data = json.dumps({"rewards": rewards}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture()
 def reward_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FlakyReward)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    _FlakyReward.script, _FlakyReward.calls = [], []
-    yield f"http://127.0.0.1:{server.server_address[1]}/get_reward"
-    server.shutdown()
+    with ScriptedRewardServer(score=lambda q: len(q) % 7).running() as server:
+        yield server
 
 
 def test_oracle_faults_retry_then_fail_naming_the_pairs(tiny_suite, prompts, tmp_path, reward_server):
     from openrlhf_pilaf.oracle import OracleError
     from openrlhf_pilaf.trainer.online_dpo.run import execute
 
-    remote = ("--reward.remote_url", reward_server, "--oracle.retry_backoff", "0.01", "--oracle.batch_size", "4")
+    remote = ("--reward.remote_url", reward_server.url, "--oracle.retry_backoff", "0.01", "--oracle.batch_size", "4")
     # fails twice, then answers: the run goes on
-    _FlakyReward.script = ["500", "500"]
+    reward_server.script = ["500", "500"]
     run = _prepare(launcher_argv(tiny_suite, prompts, tmp_path / "ok", "vanilla", *remote, "--train.max_steps", "1"))
     execute(run, save_model=False)
-    assert len(run.pair_log) == 4 and len(_FlakyReward.calls) == 2 + 2  # 2 failures, then 2 calls of 2 pairs
+    assert len(run.pair_log) == 4 and len(reward_server.seen) == 2 + 2  # 2 failures, then 2 calls of 2 pairs
 
     # step 1 labels; in step 2 the second call answers NaN on every retry: the step fails naming its pairs
-    _FlakyReward.calls = []
-    _FlakyReward.script = ["ok", "ok", "ok"] + ["nan"] * 10
+    reward_server.seen.clear()
+    reward_server.script = ["ok", "ok", "ok"] + ["nan"] * 10
     run = _prepare(
         launcher_argv(tiny_suite, prompts, tmp_path / "nan", "vanilla", *remote, "--oracle.max_retries", "2")
     )

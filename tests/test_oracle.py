@@ -4,11 +4,7 @@ reward_func loaded by OpenRLHF's own executor, and config refusals."""
 
 from __future__ import annotations
 
-import json
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 
 import pytest
 from scipy.stats import binomtest
@@ -24,6 +20,7 @@ from openrlhf_pilaf.oracle import (
     scorer_from_remote_url,
 )
 from openrlhf_pilaf.pairs import CandidatePair, Response
+from tests.reward_server import ScriptedRewardServer
 
 
 def _pairs(n: int) -> list[CandidatePair]:
@@ -103,47 +100,20 @@ def test_failure_names_the_pairs_and_keeps_earlier_labels():
     assert err.value.pair_ids == ["s0-p1"] and [lp.pair.pair_id for lp in got] == ["s0-p0"]
 
 
-class _RewardServer(BaseHTTPRequestHandler):
-    script: ClassVar[list] = []
-    seen: ClassVar[list] = []
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).seen.append(body)
-        kind = type(self).script.pop(0) if type(self).script else "ok"
-        if kind == "500":
-            self.send_response(500)
-            self.end_headers()
-            return
-        rewards = [len(q) for q in body["query"]] if kind == "ok" else [float("nan")] * len(body["query"])
-        data = json.dumps({"rewards": rewards}).encode()  # NaN is written as Python's json does
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture()
 def reward_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _RewardServer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    _RewardServer.script, _RewardServer.seen = [], []
-    yield f"http://127.0.0.1:{server.server_address[1]}/get_reward"
-    server.shutdown()
+    with ScriptedRewardServer().running() as server:
+        yield server
 
 
 def test_http_server_that_fails_twice_then_answers(reward_server):
-    _RewardServer.script = ["500", "500"]
-    scorer = scorer_from_remote_url(reward_server, timeout=5)
+    reward_server.script = ["500", "500"]
+    scorer = scorer_from_remote_url(reward_server.url, timeout=5)
     oracle = PreferenceOracle(scorer, OracleConfig(labels="argmax", retry_backoff=0.01), 0)
     pairs = _pairs(2)
     labelled = list(oracle.iter_labels(pairs, _requests(pairs)))
     assert [lp.label for lp in labelled] == ["b", "b"] and oracle.calls == 3
-    assert _RewardServer.seen[-1] == {
+    assert reward_server.seen[-1] == {
         "query": ["p0 A", "p0 BB", "p1 A", "p1 BB"],
         "prompts": ["p0", "p0", "p1", "p1"],
         "labels": [None] * 4,
@@ -152,8 +122,10 @@ def test_http_server_that_fails_twice_then_answers(reward_server):
 
 
 def test_http_server_returning_nan_fails_the_step(reward_server):
-    _RewardServer.script = ["nan"] * 10
-    oracle = PreferenceOracle(scorer_from_remote_url(reward_server, 5), OracleConfig(max_retries=2, retry_backoff=0), 0)
+    reward_server.script = ["nan"] * 10
+    oracle = PreferenceOracle(
+        scorer_from_remote_url(reward_server.url, 5), OracleConfig(max_retries=2, retry_backoff=0), 0
+    )
     pairs = _pairs(2)
     with pytest.raises(OracleError, match=r"s0-p0', 's0-p1'\] after 3 attempts"):
         list(oracle.iter_labels(pairs, _requests(pairs)))
