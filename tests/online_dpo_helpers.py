@@ -1,27 +1,12 @@
-"""Shared set-up of the online DPO tests: a prompt file and the launcher's argv for the tiny suite."""
+"""Shared set-up of the online DPO tests: the launcher's argv for the tiny suite (prompts: openrlhf_pilaf.testing)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-PROMPTS = [
-    "Tell me what the cat sees.",
-    "What does the robot build?",
-    "Count the stones.",
-    "Where is the small bird?",
-    "Read me a long story.",
-    "Who helps the teacher?",
-    "What do we paint today?",
-    "Find the old book.",
-]
+from openrlhf_pilaf.testing.prompts import write_prompts
 
-
-def write_prompts(path: Path, n: int = 16) -> Path:
-    with open(path, "w") as f:
-        for i in range(n):
-            f.write(json.dumps({"prompt": f"{PROMPTS[i % len(PROMPTS)]} ({i})"}) + "\n")
-    return path
+__all__ = ["launcher_argv", "write_prompts"]
 
 
 def launcher_argv(tiny_suite, prompts: Path, out: Path, sampler: str, *extra: str, engine: str = "torch") -> list[str]:
