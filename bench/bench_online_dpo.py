@@ -55,6 +55,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_name  # bench/machine.py (scripts run from bench/)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE = REPO_ROOT / ".cache"
 SAMPLERS = ("vanilla", "best_of_n", "hybrid", "pilaf")
@@ -227,7 +229,7 @@ def machine_info() -> dict:
     import torch
 
     info = {
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -240,17 +242,6 @@ def machine_info() -> dict:
         with contextlib.suppress(PackageNotFoundError):
             info[pkg] = version(pkg)
     return info
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "CPU"
 
 
 def print_table(result: dict) -> None:

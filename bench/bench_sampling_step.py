@@ -25,12 +25,12 @@ import argparse
 import functools
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
 
 import torch
+from machine import cpu_name  # bench/machine.py (scripts run from bench/)
 
 from openrlhf_pilaf.ops import interpolated_sample, triton_available
 
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> dict:
                 print(_format_row(row, methods), file=sys.stderr, flush=True)
     return {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
@@ -126,17 +126,6 @@ def run(args: argparse.Namespace) -> dict:
         "methods": methods,
         "rows": rows,
     }
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "CPU"
 
 
 def _format_row(row: dict, methods: list[str]) -> str:
