@@ -50,7 +50,9 @@ setup(
         "vllm": ["vllm>=0.29"],
         # the fused sampling kernel (present with any CUDA build of torch)
         "triton": ["triton>=3.0"],
-        "test": ["pytest>=8", "scipy>=1.11", "ruff>=0.6"],
+        "test": ["pytest>=8", "scipy>=1.11", "ruff>=0.6", "matplotlib>=3.7"],
+        # the reward-KL / J figures of `python -m openrlhf_pilaf.cli.plot`
+        "plot": ["matplotlib>=3.7"],
     },
     entry_points={
         "console_scripts": [
@@ -59,6 +61,8 @@ setup(
             "openrlhf-pilaf-soup=openrlhf_pilaf.cli.build_soup:main",
             "openrlhf-pilaf-ppo=openrlhf_pilaf.cli.train_ppo_ray:main",
             "openrlhf-pilaf-dpo=openrlhf_pilaf.cli.train_dpo_ray:main",
+            "openrlhf-pilaf-plot=openrlhf_pilaf.cli.plot:main",
+            "openrlhf-pilaf-evaluate=openrlhf_pilaf.cli.evaluate:main",
         ],
         # vLLM calls this in every process it starts (driver, engine core, workers), which is where
         # an out-of-tree architecture must be registered; registering in the driver alone fails.
