@@ -6,7 +6,7 @@ from pathlib import Path
 
 from openrlhf_pilaf.testing.prompts import write_prompts
 
-__all__ = ["launcher_argv", "write_prompts"]
+__all__ = ["iterative_argv", "launcher_argv", "write_prompts"]
 
 
 def launcher_argv(tiny_suite, prompts: Path, out: Path, sampler: str, *extra: str, engine: str = "torch") -> list[str]:
@@ -46,3 +46,16 @@ def launcher_argv(tiny_suite, prompts: Path, out: Path, sampler: str, *extra: st
     if "--salsa.ingredients" not in extra and "--ref.model_name_or_path" not in extra:
         argv += ["--ref.model_name_or_path", str(tiny_suite.reference)]
     return argv
+
+
+def iterative_argv(
+    tiny_suite, prompts: Path, out: Path, sampler: str, *extra: str, reward: bool = True, engine: str = "torch"
+) -> list[str]:
+    """Two rounds of 4 pairs, one epoch, 2 pairs per optimizer step; `reward=False`: no reward model flag."""
+    argv = launcher_argv(tiny_suite, prompts, out, sampler, *extra, engine=engine)
+    i = argv.index("--train.max_steps")
+    del argv[i : i + 2]
+    if not reward and "--reward.remote_url" not in extra:
+        i = argv.index("--reward.model_name_or_path")
+        del argv[i : i + 2]
+    return [*argv, "--dpo.mode", "iterative", "--dpo.rounds", "2", "--dpo.epochs", "1", "--dpo.prompts_per_round", "4"]

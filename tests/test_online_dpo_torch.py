@@ -86,7 +86,8 @@ def test_two_steps_for_each_sampler(tiny_suite, prompts, tmp_path, sampler):
         assert list((tmp_path / "tb" / "online_dpo").glob("events.out.tfevents.*"))
     if sampler == "pilaf":  # --eval.steps 1: held-out reward, KL and J after every step
         evals = [json.loads(line) for line in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
-        assert [e["step"] for e in evals] == [1, 2]
+        assert [e["step"] for e in evals] == [0, 1, 2]  # step 0: the starting policy
+        assert [e["pairs_labelled"] for e in evals] == [0, 4, 8] and evals[-1]["labels_spent"] == 16
         for e in evals:
             assert {"reward", "reward_ci95", "kl", "kl_se", "J", "beta", "n"} <= set(e) and e["n"] == 4
             assert e["J"] == pytest.approx(e["reward"] - 0.1 * e["kl"])

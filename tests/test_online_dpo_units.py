@@ -37,7 +37,7 @@ def _parse(argv):
         (("--train.micro_batch_size", "4"), r"--train\.batch_size 2 must be a multiple of --train\.micro_batch_size 4"),
         (
             ("--reward.remote_url", "http://x", "--reward.model_name_or_path", "rm"),
-            "exactly one of --reward.model_name_or_path and --reward.remote_url",
+            "give only one of --reward.model_name_or_path and --reward.remote_url",
         ),
         (("--eval.steps", "5"), r"--eval\.steps needs --eval\.dataset"),
         (("--rollout.max_new_tokens", "64"), r"--rollout\.max_new_tokens 64 leaves no room .* --data\.max_len 64"),

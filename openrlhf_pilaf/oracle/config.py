@@ -19,6 +19,20 @@ class OracleConfig:
 
     cli_group: ClassVar[str] = "oracle"
 
+    type: Literal["reward", "file"] = field(
+        default="reward",
+        metadata={
+            "help": "reward: a reward model or --reward.remote_url labels every pair; file: people label each round "
+            "(iterative DPO): the launcher writes round_<k>/to_label.jsonl and exits, a re-run with "
+            "--oracle.labels_file imports the labels (docs/labelling.md)"
+        },
+    )
+    labels_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "file oracle: the labels of the pending round (JSONL or CSV pair_id,label, or Label Studio JSON)"
+        },
+    )
     labels: Literal["bt", "argmax"] = field(
         default="bt",
         metadata={
@@ -45,5 +59,7 @@ class OracleConfig:
                 raise ValueError(
                     f"{_flag(name)} must be a finite number of seconds{' > 0' if name == 'timeout' else ' >= 0'}"
                 )
+        if self.labels_file is not None and self.type != "file":
+            raise ValueError(f"{_flag('labels_file')} needs {_flag('type')} file")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"{_flag('batch_size')} must be an integer >= 1, got {self.batch_size!r}")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from openrlhf_pilaf.pairs.types import LabelledPair
+from openrlhf_pilaf.pairs.types import CandidatePair, LabelledPair
 
 logger = logging.getLogger(__name__)
 
@@ -67,21 +67,37 @@ class TrainingPair:
     ref_logp_rejected: float
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> TrainingPair:
+    def from_row(cls, row: dict[str, Any], *, reference: str = "ref") -> TrainingPair:
+        """`reference="policy"`: the DPO reference is the policy that sampled the pair (iterative DPO with
+        --dpo.update_reference), whose log-probs the row holds as logp_policy_*."""
+        if reference not in ("ref", "policy"):
+            raise ValueError(f"reference must be 'ref' or 'policy', got {reference!r}")
         c, r = ("a", "b") if row["label"] == "a" else ("b", "a")
         return cls(
             pair_id=row["pair_id"],
             prompt_ids=tuple(row["prompt_ids"]),
             chosen_ids=tuple(row[f"token_ids_{c}"]),
             rejected_ids=tuple(row[f"token_ids_{r}"]),
-            ref_logp_chosen=float(row[f"logp_ref_{c}"]),
-            ref_logp_rejected=float(row[f"logp_ref_{r}"]),
+            ref_logp_chosen=float(row[f"logp_{reference}_{c}"]),
+            ref_logp_rejected=float(row[f"logp_{reference}_{r}"]),
         )
+
+
+LABEL_FIELDS = ("score_a", "score_b", "label")
+CANDIDATE_FIELDS = tuple(k for k in REQUIRED_FIELDS if k not in LABEL_FIELDS)
 
 
 def pair_row(labelled: LabelledPair, *, sampler: str, response_a: str, response_b: str) -> dict[str, Any]:
     """The log row of a labelled pair (texts are decoded by the caller, who holds the tokenizer)."""
-    p = labelled.pair
+    row = candidate_row(labelled.pair, sampler=sampler, response_a=response_a, response_b=response_b)
+    row.update(score_a=labelled.score_a, score_b=labelled.score_b, label=labelled.label)
+    if labelled.extra:
+        row["extra"] = labelled.extra
+    return row
+
+
+def candidate_row(p: CandidatePair, *, sampler: str, response_a: str, response_b: str) -> dict[str, Any]:
+    """The log row of a pair before it is labelled (what a file oracle's round keeps while people label it)."""
     if p.prompt is None:
         raise ValueError(f"pair {p.pair_id}: the prompt text is needed for the log")
     return {
@@ -99,23 +115,21 @@ def pair_row(labelled: LabelledPair, *, sampler: str, response_a: str, response_
         "logp_policy_b": p.b.logp_policy,
         "logp_ref_a": p.a.logp_reference,
         "logp_ref_b": p.b.logp_reference,
-        "score_a": labelled.score_a,
-        "score_b": labelled.score_b,
-        "label": labelled.label,
         "prompt_ids": list(p.prompt_ids),
         "token_ids_a": list(p.a.token_ids),
         "token_ids_b": list(p.b.token_ids),
-        **({"extra": labelled.extra} if labelled.extra else {}),
+        "policy_forwards": p.policy_forwards,
+        "reference_forwards": p.reference_forwards,
     }
 
 
-def _check_row(row: Any, where: str) -> dict[str, Any]:
+def _check_row(row: Any, where: str, labelled: bool = True) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise PairLogError(f"{where}: a row must be a JSON object")
-    missing = [k for k in REQUIRED_FIELDS if k not in row]
+    missing = [k for k in (REQUIRED_FIELDS if labelled else CANDIDATE_FIELDS) if k not in row]
     if missing:
         raise PairLogError(f"{where}: missing fields {missing}")
-    if row["label"] not in ("a", "b"):
+    if labelled and row["label"] not in ("a", "b"):
         raise PairLogError(f"{where}: label must be 'a' or 'b', got {row['label']!r}")
     for k in ("logp_ref_a", "logp_ref_b"):
         if not isinstance(row[k], (int, float)) or not math.isfinite(row[k]):
@@ -124,10 +138,12 @@ def _check_row(row: Any, where: str) -> dict[str, Any]:
 
 
 class PairLog:
-    """Append-only, crash-safe log of labelled pairs, indexed by pair_id."""
+    """Append-only, crash-safe log of labelled pairs, indexed by pair_id; `labelled=False` logs candidate pairs
+    (every field but the scores and the label: a round waiting for people's labels)."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, labelled: bool = True) -> None:
         self.path = Path(path)
+        self.labelled = labelled
         self._rows: dict[str, dict[str, Any]] = {}
         self.dropped_torn_line = False
         if self.path.exists():
@@ -151,7 +167,7 @@ class PairLog:
                     self._drop_torn(good_end, f"line {number} does not parse ({e.msg})")
                     return
                 raise PairLogError(f"{where}: not JSON ({e.msg}); only the last line may be torn by a crash") from None
-            row = _check_row(row, where)
+            row = _check_row(row, where, self.labelled)
             if row["pair_id"] in self._rows:
                 raise PairLogError(f"{where}: pair_id {row['pair_id']!r} appears twice")
             self._rows[row["pair_id"]] = row
@@ -162,7 +178,7 @@ class PairLog:
     def _recover_tail(self, tail: bytes, good_end: int, number: int) -> None:
         """A last line without its newline: keep it if it is a whole row (only the newline was lost), else drop it."""
         try:
-            row = _check_row(json.loads(tail), f"{self.path}:{number}")
+            row = _check_row(json.loads(tail), f"{self.path}:{number}", self.labelled)
         except (json.JSONDecodeError, UnicodeDecodeError, PairLogError) as e:
             self._drop_torn(good_end, f"its last line is incomplete ({e})")
             return
@@ -198,7 +214,7 @@ class PairLog:
 
     def append(self, row: dict[str, Any]) -> None:
         """Write one row and make it durable before returning; a pair_id already logged is refused."""
-        row = _check_row(row, f"{self.path}: new row")
+        row = _check_row(row, f"{self.path}: new row", self.labelled)
         if row["pair_id"] in self._rows:
             raise PairLogError(f"{self.path}: pair {row['pair_id']!r} is already logged; it would be paid for twice")
         line = (json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n").encode()

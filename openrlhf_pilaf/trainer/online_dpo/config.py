@@ -21,6 +21,8 @@ from openrlhf_pilaf.trainer.salsa import SalsaConfig
 from openrlhf_pilaf.utils.config_cli import check_choices, flag_name
 
 Engine = Literal["vllm", "torch"]
+DEFAULT_ROUNDS = 3
+DEFAULT_EPOCHS = 1
 
 
 def _positive_int(obj, name: str, minimum: int = 1) -> None:
@@ -51,6 +53,33 @@ class DPOConfig:
     label_smoothing: float = field(
         default=0.0, metadata={"help": "conservative DPO: assumed probability that a label is flipped"}
     )
+    mode: Literal["online", "iterative"] = field(
+        default="online",
+        metadata={
+            "help": "online: every step generates, labels and trains on fresh pairs; iterative: rounds of (generate "
+            "and label a pair dataset with the current policy, then train on it for --dpo.epochs)"
+        },
+    )
+    rounds: int | None = field(default=None, metadata={"help": "iterative: rounds (default 3)"})
+    epochs: int | None = field(default=None, metadata={"help": "iterative: passes over each round's pairs (default 1)"})
+    prompts_per_round: int | None = field(
+        default=None,
+        metadata={"help": "iterative: prompts (= pairs) per round (default: the prompt set split evenly over rounds)"},
+    )
+    update_reference: bool = field(
+        default=False,
+        metadata={
+            "help": "iterative: from round 2 on, the DPO reference of a round is the policy that generated its pairs "
+            "(default: one fixed reference for every round)"
+        },
+    )
+    first_round_sampler: str | None = field(
+        default=None,
+        metadata={
+            "help": "iterative: the sampler of round 1 (the paper starts every method from the same round-1 model "
+            "trained on vanilla pairs); default --pilaf.sampler"
+        },
+    )
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -58,6 +87,32 @@ class DPOConfig:
         _finite(self, "label_smoothing", low=0.0, high=0.5)
         if self.loss == "ipo" and self.label_smoothing:
             raise ValueError("--dpo.label_smoothing applies to --dpo.loss dpo only (OpenRLHF's IPO ignores it)")
+        iterative_only = ("rounds", "epochs", "prompts_per_round", "first_round_sampler")
+        if self.mode == "online":
+            given = [flag_name(type(self), n) for n in iterative_only if getattr(self, n) is not None]
+            given += ["--dpo.update_reference"] if self.update_reference else []
+            if given:
+                raise ValueError(f"{', '.join(given)} apply to --dpo.mode iterative only")
+            return
+        for name in ("rounds", "epochs", "prompts_per_round"):
+            if getattr(self, name) is not None:
+                _positive_int(self, name)
+        if self.first_round_sampler is not None:
+            from openrlhf_pilaf.samplers.base import SAMPLERS
+
+            if self.first_round_sampler not in SAMPLERS:
+                raise ValueError(
+                    f"--dpo.first_round_sampler {self.first_round_sampler!r} is not a sampler; choose from "
+                    f"{sorted(SAMPLERS)}"
+                )
+
+    @property
+    def num_rounds(self) -> int:
+        return DEFAULT_ROUNDS if self.rounds is None else self.rounds
+
+    @property
+    def num_epochs(self) -> int:
+        return DEFAULT_EPOCHS if self.epochs is None else self.epochs
 
 
 @dataclass
@@ -132,12 +187,16 @@ class RewardConfig:
     normalize_enable: bool = field(default=False, metadata={"help": "use the reward model's stored mean/std"})
 
     def __post_init__(self) -> None:
-        if (self.model_name_or_path is None) == (self.remote_url is None):
-            raise ValueError("give exactly one of --reward.model_name_or_path and --reward.remote_url")
+        if self.model_name_or_path is not None and self.remote_url is not None:
+            raise ValueError("give only one of --reward.model_name_or_path and --reward.remote_url")
         if self.remote_url is not None and self.normalize_enable:
             raise ValueError("--reward.normalize_enable applies to --reward.model_name_or_path only")
         _positive_int(self, "num_nodes")
         _positive_int(self, "num_gpus_per_node")
+
+    @property
+    def enabled(self) -> bool:
+        return self.model_name_or_path is not None or self.remote_url is not None
 
 
 @dataclass
@@ -310,6 +369,7 @@ class EvalConfig:
     split: str = field(default="train", metadata={"help": "its split"})
     max_samples: int = field(default=256, metadata={"help": "held-out prompts used"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (1: the KL is the policy's own)"})
+    samples_per_prompt: int = field(default=1, metadata={"help": "responses sampled per held-out prompt"})
 
     def __post_init__(self) -> None:
         if self.steps != -1:
@@ -317,6 +377,7 @@ class EvalConfig:
             if self.dataset is None:
                 raise ValueError("--eval.steps needs --eval.dataset")
         _positive_int(self, "max_samples")
+        _positive_int(self, "samples_per_prompt")
         _finite(self, "temperature", low=0.0, open_low=True)
 
 
@@ -365,6 +426,7 @@ class OnlineDPOConfig:
     salsa: SalsaConfig
     vllm_flags_given: tuple[str, ...] = ()  # --vllm.* flags on the command line (refused with --engine torch)
     sampler: PairSampler = field(init=False, repr=False)  # built from --pilaf.* and --dpo.beta
+    first_round_sampler: PairSampler = field(init=False, repr=False)  # iterative: --dpo.first_round_sampler
 
     def __post_init__(self) -> None:
         if self.engine not in ("vllm", "torch"):
@@ -387,7 +449,7 @@ class OnlineDPOConfig:
                 f"--train.batch_size {self.train.batch_size} must be a multiple of --train.micro_batch_size "
                 f"{self.train.micro_batch_size} x learner ranks {world} (--actor.num_nodes x --actor.num_gpus_per_node)"
             )
-        if self.rollout.batch_size % self.train.batch_size:
+        if self.dpo.mode == "online" and self.rollout.batch_size % self.train.batch_size:
             raise ValueError(
                 f"--rollout.batch_size {self.rollout.batch_size} (pairs per step) must be a multiple of "
                 f"--train.batch_size {self.train.batch_size} (pairs per optimizer step), so each step trains on "
@@ -397,7 +459,39 @@ class OnlineDPOConfig:
             raise ValueError(
                 "--engine torch runs one learner process; set --actor.num_nodes 1 --actor.num_gpus_per_node 1"
             )
+        if not self.reward.enabled:
+            needs = "--eval.dataset (the evaluation scores responses)" if self.eval.dataset else "--oracle.type reward"
+            if self.oracle.type == "reward" or self.eval.dataset:
+                raise ValueError(f"give one of --reward.model_name_or_path and --reward.remote_url: {needs} needs it")
         self.sampler = self.pilaf.build(self.dpo.beta)  # resolves PILAF's w = beta; raises on a bad beta
+        self.first_round_sampler = self.sampler
+        if self.oracle.type == "file" and self.dpo.mode != "iterative":
+            raise ValueError(
+                "--oracle.type file labels a round's pairs between two runs of the launcher: it needs --dpo.mode "
+                "iterative (online DPO labels and trains every step)"
+            )
+        if self.dpo.mode == "iterative":
+            self._check_iterative()
+
+    def _check_iterative(self) -> None:
+        from openrlhf_pilaf.samplers.config import SamplerConfig
+
+        if self.train.max_steps is not None:
+            raise ValueError("--train.max_steps applies to --dpo.mode online; iterative runs --dpo.rounds rounds")
+        if self.eval.steps != -1:
+            raise ValueError(
+                "--dpo.mode iterative evaluates after every round when --eval.dataset is given; --eval.steps applies "
+                "to --dpo.mode online only"
+            )
+        if self.dpo.update_reference and self.pilaf.sampler != "vanilla":
+            raise ValueError(
+                f"--dpo.update_reference makes each round's reference the policy that samples the round; then "
+                f"--pilaf.sampler {self.pilaf.sampler} draws vanilla pairs (pi_plus = pi_minus = pi_ref = pi, every "
+                "implicit reward 0). Use --pilaf.sampler vanilla, or keep the reference fixed"
+            )
+        first = self.dpo.first_round_sampler
+        if first is not None and first != self.pilaf.sampler:
+            self.first_round_sampler = SamplerConfig(sampler=first).build(self.dpo.beta)
 
     def generation_params(self, *, temperature: float | None = None):
         """Decoding settings of the rollout (reference log-probs included: the PyTorch engine computes them)."""

@@ -28,10 +28,13 @@ from typing import Protocol
 import numpy as np
 
 from openrlhf_pilaf.engines.interface import GeneratedSample, GenerationParams, GenerationPlan
-from openrlhf_pilaf.oracle import PreferenceOracle, ScoreRequest
-from openrlhf_pilaf.pairs import PairLog, TrainingPair, pair_row
-from openrlhf_pilaf.samplers import PairSampler, SamplerPlan, model_forwards
+from openrlhf_pilaf.oracle import PreferenceOracle
+from openrlhf_pilaf.pairs import PairLog, TrainingPair
+from openrlhf_pilaf.samplers import PairSampler
+from openrlhf_pilaf.trainer.online_dpo.pair_collector import PairCollector, subset_plan
 from openrlhf_pilaf.trainer.online_dpo.prompts import Prompt, PromptStream
+
+__all__ = ["OnlineDPOLoop", "RunState", "pair_id", "subset_plan", "write_json_atomic"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,17 +74,6 @@ def pair_id(step: int, index: int) -> str:
     return f"s{step:06d}-p{index:05d}"
 
 
-def subset_plan(plan: SamplerPlan, groups: Sequence[int]) -> SamplerPlan:
-    """The plan restricted to some prompt groups (those not yet in the pair log), sample indices renumbered."""
-    specs, kept = [], []
-    for g in groups:
-        group = plan.groups[g]
-        start = len(specs)
-        specs.extend(plan.generation.samples[i] for i in group.sample_indices)
-        kept.append(dataclasses.replace(group, sample_indices=tuple(range(start, len(specs)))))
-    return SamplerPlan(GenerationPlan(plan.generation.prompts, specs), tuple(kept))
-
-
 @dataclass
 class RunState:
     """What a checkpoint records on the driver, next to the learner's DeepSpeed checkpoint."""
@@ -94,12 +86,7 @@ class RunState:
     tag: str | None = None
 
     def save(self, ckpt_dir: Path) -> None:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt_dir / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=1))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, ckpt_dir / STATE_FILE)
+        write_json_atomic(ckpt_dir / STATE_FILE, dataclasses.asdict(self))
 
     @classmethod
     def load(cls, ckpt_dir: Path) -> RunState | None:
@@ -107,6 +94,16 @@ class RunState:
         if not path.exists():
             return None
         return cls(**json.loads(path.read_text()))
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON so that a crash leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 class MetricsSink(Protocol):
@@ -148,6 +145,7 @@ class OnlineDPOLoop:
         self.ckpt_dir, self.save_steps, self.max_steps = Path(ckpt_dir), save_steps, max_steps
         self.sinks, self.evaluate, self.eval_steps, self.progress = list(sinks), evaluate, eval_steps, progress
         self.state = RunState()
+        self.collector = PairCollector(engine, fill_reference, tokenizer, gen_params)
 
     # ----------------------------------------------------------------------------------------- resume
     def resume(self) -> bool:
@@ -166,50 +164,17 @@ class OnlineDPOLoop:
         return True
 
     # ----------------------------------------------------------------------------------------- one step
-    def _requests(self, prompt: Prompt, response_ids: Sequence[int]) -> ScoreRequest:
-        query = self.tokenizer.decode(list(prompt.ids) + list(response_ids), skip_special_tokens=False)
-        return ScoreRequest(query, prompt.text, prompt.label, prompt.ids, tuple(response_ids))
-
-    def _text(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
-
     def generate_and_label(self, step: int, batch: list[Prompt]) -> dict[str, float]:
         """Make sure every pair of this step is in the log; returns the generation cost counters of new pairs."""
         ids = [pair_id(step, i) for i in range(len(batch))]
         todo = [i for i, pid in enumerate(ids) if pid not in self.log]
-        counters = {"policy_tokens": 0.0, "reference_tokens": 0.0, "new_pairs": float(len(todo))}
-        if not todo:
+        rng = np.random.default_rng([self.seed, step])
+        pairs, counters = self.collector.candidates(self.sampler, rng, batch, ids, todo, step=step)
+        if not pairs:
             return counters
-        plan = self.sampler.plan([p.ids for p in batch], np.random.default_rng([self.seed, step]))
-        plan = subset_plan(plan, todo)
-        t0 = time.perf_counter()
-        samples = self.engine.generate(plan.generation, self.gen_params, [p.text for p in batch])
-        counters["generate_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        if self.fill_reference is not None:  # the reference's log-probs, where the engine does not return them
-            self.fill_reference(samples)
-        counters["score_s"] = time.perf_counter() - t0
-        for s in samples:
-            pol, ref = model_forwards(s.w)
-            counters["policy_tokens"] += pol * len(s.token_ids)
-            counters["reference_tokens"] += ref * len(s.token_ids)
-        pairs = self.sampler.pairs(plan, samples, step=step, pair_ids=[ids[i] for i in todo])
-        pairs = [dataclasses.replace(p, prompt=batch[p.prompt_index].text) for p in pairs]
-        requests = [
-            (self._requests(batch[p.prompt_index], p.a.token_ids), self._requests(batch[p.prompt_index], p.b.token_ids))
-            for p in pairs
-        ]
         t0 = time.perf_counter()
         scored_before = self.oracle.responses_scored
-        for labelled in self.oracle.iter_labels(pairs, requests):
-            p = labelled.pair
-            row = pair_row(
-                labelled,
-                sampler=self.sampler_name,
-                response_a=self._text(p.a.token_ids),
-                response_b=self._text(p.b.token_ids),
-            )
-            row["policy_forwards"], row["reference_forwards"] = p.policy_forwards, p.reference_forwards
+        for row in self.collector.label(self.oracle, pairs, batch, self.sampler_name):
             self.log.append(row)
         counters["label_s"] = time.perf_counter() - t0
         counters["labels"] = float(self.oracle.responses_scored - scored_before)
@@ -266,6 +231,14 @@ class OnlineDPOLoop:
         self.state.save(self.ckpt_dir)  # after the learner's files: the state never names a half-written tag
         logger.info("checkpoint %s saved under %s", tag, self.ckpt_dir)
 
+    def log_eval(self, step: int) -> dict[str, float]:
+        """Evaluate and record it with what it cost so far (the x axes of `cli.plot`)."""
+        ev = self.evaluate(step)
+        record = {**ev, "pairs_labelled": self.state.labels_spent // 2, "labels_spent": self.state.labels_spent}
+        for sink in self.sinks:
+            sink.log_eval(step, record)
+        return ev
+
     def run(self) -> list[dict[str, float]]:
         from tqdm import tqdm
 
@@ -275,6 +248,8 @@ class OnlineDPOLoop:
         history = []
         bar = tqdm(total=total, initial=self.state.step, desc="Online DPO", disable=not self.progress)
         step = self.state.step
+        if step == 0 and self.evaluate is not None and self.eval_steps > 0:
+            self.log_eval(0)  # the starting policy: every curve starts at its reference point
         while self.max_steps is None or step < self.max_steps:
             batch = self.stream.next_batch(self.batch_size)
             if batch is None:
@@ -282,9 +257,7 @@ class OnlineDPOLoop:
             step += 1
             metrics = self.run_step(step, batch)
             if self.evaluate is not None and self.eval_steps > 0 and step % self.eval_steps == 0:
-                ev = self.evaluate(step)
-                for sink in self.sinks:
-                    sink.log_eval(step, ev)
+                ev = self.log_eval(step)
                 metrics.update({f"eval_{k}": v for k, v in ev.items()})
             for sink in self.sinks:
                 sink.log_train(step, metrics)

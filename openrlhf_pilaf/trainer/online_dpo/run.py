@@ -43,8 +43,11 @@ def check_tokenizers(cfg: OnlineDPOConfig, tokenizer, reference_path: str) -> No
 
 
 def build_scorer(cfg: OnlineDPOConfig, tokenizer, *, device: str = "cpu", reward_group=None):
+    """The oracle's scorer (also the evaluation's); None when people label (--oracle.type file) and nothing scores."""
     from openrlhf_pilaf.oracle import scorer_from_remote_url
 
+    if not cfg.reward.enabled:
+        return None
     if cfg.reward.remote_url is not None:
         return scorer_from_remote_url(cfg.reward.remote_url, cfg.oracle.timeout)
     if reward_group is not None:
@@ -103,6 +106,7 @@ class PreparedRun:
     tokenizer: Any
     run_dir: Path
     reference_path: str
+    history: list | None = None
 
 
 def build_parts(cfg: OnlineDPOConfig, args, *, reference_path: str, tokenizer, optimizer_steps: int) -> EngineParts:
@@ -159,31 +163,44 @@ def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> Prepa
         )
 
     prompts = load(cfg.data.prompt_dataset, cfg.data.prompt_probs, cfg.data.prompt_split, cfg.data.max_samples)
-    eval_prompts = load(cfg.eval.dataset, None, cfg.eval.split, cfg.eval.max_samples) if cfg.eval.steps > 0 else None
-    stream = PromptStream(prompts, seed=cfg.train.seed, num_episodes=cfg.train.num_episodes)
-    steps = stream.batches_left(cfg.rollout.batch_size)
-    if cfg.train.max_steps is not None:
-        steps = min(steps, cfg.train.max_steps)
-    if steps == 0:
-        raise ValueError(
-            f"{len(prompts)} prompts x --train.num_episodes {cfg.train.num_episodes} make no full batch of "
-            f"--rollout.batch_size {cfg.rollout.batch_size}"
-        )
-    pair_log = PairLog(run_dir / "pairs.jsonl")
-    if len(pair_log) and not cfg.ckpt.load_enable:
-        raise ValueError(
-            f"{pair_log.path} already holds {len(pair_log)} labelled pairs: resume with --ckpt.load_enable, or choose "
-            "another --ckpt.output_dir (labels are never thrown away)"
-        )
+    wants_eval = cfg.eval.steps > 0 or (cfg.dpo.mode == "iterative" and cfg.eval.dataset is not None)
+    eval_prompts = load(cfg.eval.dataset, None, cfg.eval.split, cfg.eval.max_samples) if wants_eval else None
+    resume = cfg.ckpt.load_enable or cfg.oracle.labels_file is not None
+    if cfg.dpo.mode == "iterative":
+        from openrlhf_pilaf.trainer.iterative_dpo.rounds import prompts_per_round
+
+        rounds, given = cfg.dpo.num_rounds, cfg.dpo.prompts_per_round
+        per_round = prompts_per_round(len(prompts), num_episodes=cfg.train.num_episodes, rounds=rounds, given=given)
+        optimizer_steps = cfg.dpo.num_rounds * cfg.dpo.num_epochs * max(1, per_round // cfg.train.batch_size)
+        started = sorted(p.name for p in run_dir.glob("round_*"))
+        if started and not resume:
+            raise ValueError(
+                f"{run_dir} already holds {', '.join(started)}: resume with --ckpt.load_enable (or "
+                "--oracle.labels_file), or choose another --ckpt.output_dir (labels are never thrown away)"
+            )
+        pair_log = None
+    else:
+        stream = PromptStream(prompts, seed=cfg.train.seed, num_episodes=cfg.train.num_episodes)
+        steps = stream.batches_left(cfg.rollout.batch_size)
+        if cfg.train.max_steps is not None:
+            steps = min(steps, cfg.train.max_steps)
+        if steps == 0:
+            raise ValueError(
+                f"{len(prompts)} prompts x --train.num_episodes {cfg.train.num_episodes} make no full batch of "
+                f"--rollout.batch_size {cfg.rollout.batch_size}"
+            )
+        optimizer_steps = steps * (cfg.rollout.batch_size // cfg.train.batch_size)
+        pair_log = PairLog(run_dir / "pairs.jsonl")
+        if len(pair_log) and not cfg.ckpt.load_enable:
+            raise ValueError(
+                f"{pair_log.path} already holds {len(pair_log)} labelled pairs: resume with --ckpt.load_enable, or "
+                "choose another --ckpt.output_dir (labels are never thrown away)"
+            )
     if parts is None:
         parts = build_parts(
-            cfg,
-            args,
-            reference_path=reference_path,
-            tokenizer=tokenizer,
-            optimizer_steps=steps * (cfg.rollout.batch_size // cfg.train.batch_size),
+            cfg, args, reference_path=reference_path, tokenizer=tokenizer, optimizer_steps=optimizer_steps
         )
-    oracle = PreferenceOracle(parts.scorer, cfg.oracle, seed=cfg.train.seed)
+    oracle = PreferenceOracle(parts.scorer, cfg.oracle, seed=cfg.train.seed) if cfg.oracle.type == "reward" else None
     evaluate = None
     if eval_prompts is not None:
         eval_params = cfg.generation_params(temperature=cfg.eval.temperature)
@@ -197,8 +214,41 @@ def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> Prepa
                 eval_prompts,
                 eval_params,
                 beta=cfg.dpo.beta,
+                samples_per_prompt=cfg.eval.samples_per_prompt,
             )
 
+    sinks = [JsonlSink(run_dir), *openrlhf_sinks(args)]
+    if cfg.dpo.mode == "iterative":
+        from openrlhf_pilaf.trainer.iterative_dpo import IterativeDPOLoop
+
+        loop = IterativeDPOLoop(
+            first_round_sampler=cfg.first_round_sampler,
+            first_round_sampler_name=cfg.dpo.first_round_sampler or cfg.pilaf.sampler,
+            sampler=cfg.sampler,
+            sampler_name=cfg.pilaf.sampler,
+            engine=parts.engine,
+            fill_reference=parts.fill_reference,
+            learner=parts.learner,
+            oracle=oracle,
+            labels_file=cfg.oracle.labels_file,
+            prompts=prompts,
+            num_episodes=cfg.train.num_episodes,
+            tokenizer=tokenizer,
+            gen_params=cfg.generation_params(),
+            rollout_batch_size=cfg.rollout.batch_size,
+            train_batch_size=cfg.train.batch_size,
+            rounds=cfg.dpo.num_rounds,
+            epochs=cfg.dpo.num_epochs,
+            prompts_per_round=per_round,
+            update_reference=cfg.dpo.update_reference,
+            seed=cfg.train.seed,
+            run_dir=run_dir,
+            ckpt_dir=Path(cfg.ckpt.checkpoint_dir),
+            save_steps=cfg.ckpt.save_steps,
+            sinks=sinks,
+            evaluate=evaluate,
+        )
+        return PreparedRun(cfg, loop, parts, pair_log, tokenizer, run_dir, reference_path)
     loop = OnlineDPOLoop(
         sampler=cfg.sampler,
         sampler_name=cfg.pilaf.sampler,
@@ -216,7 +266,7 @@ def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> Prepa
         ckpt_dir=Path(cfg.ckpt.checkpoint_dir),
         save_steps=cfg.ckpt.save_steps,
         max_steps=cfg.train.max_steps,
-        sinks=[JsonlSink(run_dir), *openrlhf_sinks(args)],
+        sinks=sinks,
         evaluate=evaluate,
         eval_steps=cfg.eval.steps,
     )
@@ -224,27 +274,28 @@ def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> Prepa
 
 
 def execute(run: PreparedRun, *, save_model: bool = True) -> list[dict]:
-    """Resume if asked, run every step, save the final model (Hugging Face format) into <output_dir>/final."""
+    """Resume if asked, run every step (or round), save the final model (Hugging Face format) into <output_dir>/final.
+
+    An iterative run whose round waits for people's labels stops early: `run.loop.awaiting` says where they go."""
     (run.run_dir / "config.json").write_text(json.dumps(asdict_safe(run.cfg), indent=1, default=str))
-    if run.cfg.ckpt.load_enable:
+    if run.cfg.ckpt.load_enable or run.cfg.oracle.labels_file is not None:
         run.loop.resume()
     history = run.loop.run()
+    if getattr(run.loop, "awaiting", None) is not None:
+        return history
     if save_model:
         run.parts.learner.save_model(str(run.run_dir / "final"))
-    logger.info(
-        "done: %d steps, %d labelled pairs in %s, model in %s",
-        run.loop.state.step,
-        len(run.pair_log),
-        run.pair_log.path,
-        run.run_dir / "final",
-    )
+    labelled = len(run.pair_log) if run.pair_log is not None else run.loop.labelled_so_far(run.cfg.dpo.num_rounds)[0]
+    logger.info("done: %d labelled pairs under %s, model in %s", labelled, run.run_dir, run.run_dir / "final")
     return history
 
 
-def run_online_dpo(cfg: OnlineDPOConfig) -> list[dict]:
+def run_online_dpo(cfg: OnlineDPOConfig) -> PreparedRun:
+    """Prepare, execute and shut down one run; returns it (its loop's `awaiting` is set when labels are due)."""
     run = prepare_run(cfg)
     try:
-        return execute(run)
+        run.history = execute(run)
+        return run
     finally:
         if run.parts.shutdown is not None:
             run.parts.shutdown()

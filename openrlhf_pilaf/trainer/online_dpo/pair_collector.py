@@ -1,0 +1,100 @@
+"""From a batch of prompts to candidate pairs, and from candidate pairs to labelled pair-log rows.
+
+Shared by the online loop (one batch per step) and the iterative loop (a round's prompts, batch after
+batch). Only the pairs whose ids are not on disk yet are generated: the sampler's plan is drawn for the
+whole batch from its seeded generator and then restricted to them, so a resumed batch makes the same
+choices for the pairs it still needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from openrlhf_pilaf.engines.interface import GenerationParams, GenerationPlan
+from openrlhf_pilaf.oracle import PreferenceOracle, ScoreRequest
+from openrlhf_pilaf.pairs import pair_row
+from openrlhf_pilaf.pairs.log import candidate_row
+from openrlhf_pilaf.pairs.types import CandidatePair
+from openrlhf_pilaf.samplers import PairSampler, SamplerPlan, model_forwards
+from openrlhf_pilaf.trainer.online_dpo.prompts import Prompt
+
+
+def subset_plan(plan: SamplerPlan, groups: Sequence[int]) -> SamplerPlan:
+    """The plan restricted to some prompt groups (those not yet in the pair log), sample indices renumbered."""
+    specs, kept = [], []
+    for g in groups:
+        group = plan.groups[g]
+        start = len(specs)
+        specs.extend(plan.generation.samples[i] for i in group.sample_indices)
+        kept.append(dataclasses.replace(group, sample_indices=tuple(range(start, len(specs)))))
+    return SamplerPlan(GenerationPlan(plan.generation.prompts, specs), tuple(kept))
+
+
+class PairCollector:
+    """Generates candidate pairs through an engine (filling reference log-probs where needed) and labels them."""
+
+    def __init__(self, engine, fill_reference, tokenizer, gen_params: GenerationParams) -> None:
+        self.engine, self.fill_reference = engine, fill_reference
+        self.tokenizer, self.gen_params = tokenizer, gen_params
+
+    def text(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def request(self, prompt: Prompt, response_ids: Sequence[int]) -> ScoreRequest:
+        query = self.tokenizer.decode(list(prompt.ids) + list(response_ids), skip_special_tokens=False)
+        return ScoreRequest(query, prompt.text, prompt.label, prompt.ids, tuple(response_ids))
+
+    def candidates(
+        self,
+        sampler: PairSampler,
+        rng: np.random.Generator,
+        batch: Sequence[Prompt],
+        pair_ids: Sequence[str],
+        todo: Sequence[int],
+        *,
+        step: int,
+    ) -> tuple[list[CandidatePair], dict[str, float]]:
+        """Candidate pairs of the prompts `todo` (indices into batch), and cost counters (tokens, seconds)."""
+        counters = {"policy_tokens": 0.0, "reference_tokens": 0.0, "new_pairs": float(len(todo))}
+        if not todo:
+            return [], counters
+        plan = subset_plan(sampler.plan([p.ids for p in batch], rng), todo)
+        t0 = time.perf_counter()
+        samples = self.engine.generate(plan.generation, self.gen_params, [p.text for p in batch])
+        counters["generate_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if self.fill_reference is not None:  # the reference's log-probs, where the engine does not return them
+            self.fill_reference(samples)
+        counters["score_s"] = time.perf_counter() - t0
+        for s in samples:
+            pol, ref = model_forwards(s.w)
+            counters["policy_tokens"] += pol * len(s.token_ids)
+            counters["reference_tokens"] += ref * len(s.token_ids)
+        pairs = sampler.pairs(plan, samples, step=step, pair_ids=[pair_ids[i] for i in todo])
+        return [dataclasses.replace(p, prompt=batch[p.prompt_index].text) for p in pairs], counters
+
+    def candidate_row(self, pair: CandidatePair, sampler_name: str) -> dict:
+        return candidate_row(
+            pair, sampler=sampler_name, response_a=self.text(pair.a.token_ids), response_b=self.text(pair.b.token_ids)
+        )
+
+    def label(
+        self, oracle: PreferenceOracle, pairs: Sequence[CandidatePair], batch: Sequence[Prompt], sampler_name: str
+    ) -> Iterator[dict]:
+        """Pair-log rows, yielded one by one as the oracle labels them (the caller logs each at once)."""
+        requests = [
+            (self.request(batch[p.prompt_index], p.a.token_ids), self.request(batch[p.prompt_index], p.b.token_ids))
+            for p in pairs
+        ]
+        for labelled in oracle.iter_labels(pairs, requests):
+            p = labelled.pair
+            yield pair_row(
+                labelled,
+                sampler=sampler_name,
+                response_a=self.text(p.a.token_ids),
+                response_b=self.text(p.b.token_ids),
+            )
