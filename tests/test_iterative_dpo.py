@@ -97,6 +97,16 @@ def test_two_rounds_one_epoch_round_one_vanilla_then_pilaf(tiny_suite, prompts, 
     for e in evals:
         assert e["J"] == pytest.approx(e["reward"] - 0.1 * e["kl"]) and e["n"] == 4
 
+    # cli.plot reads the real run directory: one line per run, a point per evaluation
+    from openrlhf_pilaf.analysis.runs import load_run
+    from openrlhf_pilaf.cli.plot import make_figure
+
+    curve = load_run(out)
+    assert curve.sampler == "pilaf"
+    left, right = make_figure([curve]).axes[:2]
+    assert len(left.lines) == 1 and list(left.lines[0].get_xdata()) == pytest.approx([e["kl"] for e in evals])
+    assert list(right.lines[0].get_xdata()) == [0, 4, 8]
+
     # each round's pairs in OpenRLHF's preference-dataset format, read by OpenRLHF's own RewardDataset
     from types import SimpleNamespace
 

@@ -141,6 +141,21 @@ def test_salsa_soup_is_the_reference_of_learner_and_engine(tiny_suite, prompts, 
     assert len(rows) == 4 and all(math.isfinite(r["logp_ref_a"]) for r in rows)
 
 
+def test_salsa_init_policy_starts_the_policy_from_the_soup(tiny_suite, prompts, tmp_path):
+    from safetensors.torch import load_file
+
+    soup_dir = tmp_path / "soup"
+    extra = ("--salsa.ingredients", str(tiny_suite.policy), str(tiny_suite.policy_alt), "--salsa.init_policy")
+    run = _prepare(
+        launcher_argv(tiny_suite, prompts, tmp_path / "run", "vanilla", *extra, "--salsa.output", str(soup_dir))
+    )
+    assert run.cfg.actor.model_name_or_path == str(soup_dir)
+    soup = load_file(str(soup_dir / "model.safetensors"))
+    for module in (run.parts.raw_engine.policy, run.parts.learner.learner.hf_model):
+        for n, p in module.named_parameters():
+            assert torch.equal(p, soup[n].to(p.dtype)), n
+
+
 @pytest.fixture()
 def reward_server():
     with ScriptedRewardServer(score=lambda q: len(q) % 7).running() as server:

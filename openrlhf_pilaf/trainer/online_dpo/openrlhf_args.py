@@ -47,6 +47,7 @@ def openrlhf_args(cfg: OnlineDPOConfig, *, reference_path: str) -> SimpleNamespa
     return SimpleNamespace(
         ds=ds,
         data=data,
+        use_ms=False,  # blending_datasets reads it for hub dataset ids (ModelScope instead of the HF hub)
         train=SimpleNamespace(seed=cfg.train.seed, dynamic_batch_enable=False, full_determinism_enable=False),
         actor=SimpleNamespace(model_name_or_path=cfg.actor.model_name_or_path),
         ref=SimpleNamespace(model_name_or_path=reference_path, offload=False),

@@ -141,8 +141,10 @@ def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> Prepa
 
     check_install()
     run_dir = Path(cfg.ckpt.output_dir)
-    tokenizer = load_tokenizer(cfg.actor.model_name_or_path)
     reference_path = resolve_reference(cfg)
+    if cfg.salsa.enabled and cfg.salsa.init_policy:  # the policy starts from the soup too (as in cli.train_ppo_ray)
+        cfg.actor.model_name_or_path = reference_path
+    tokenizer = load_tokenizer(cfg.actor.model_name_or_path)
     check_tokenizers(cfg, tokenizer, reference_path)
     args = openrlhf_args(cfg, reference_path=reference_path)
 
