@@ -1,0 +1,304 @@
+"""Regenerate every number and figure of docs/results.md: the four samplers on the demo's known-oracle task.
+
+    python bench/reproduce_results.py --out results_runs [--seeds 5] [--steps 40] [--workers 2] [--docs docs/results.md]
+
+Experiments (online DPO, `--engine torch`, the demo's task: `openrlhf_pilaf.demo`):
+- main: vanilla, best_of_n, hybrid and pilaf from the demo's SFT policy (also the reference), each with
+  `--seeds` seeds (`--train.seed`: prompt order, sampler coins, Bradley-Terry labels, generation), the same
+  label budget (steps x pairs per step) and hyper-parameters;
+- overfit: vanilla and pilaf from an over-fitted SFT policy (the paper's third experiment).
+
+Each run is one `python -m openrlhf_pilaf.cli.train_dpo_ray` process (1 torch thread; `--workers` at once);
+a run whose final model exists is not run again, so an interrupted reproduction resumes. The reward is the
+gold rule's exact value averaged over sampled responses (Monte Carlo), the KL the Monte Carlo sequence KL
+of the policy's own samples, J = reward - beta * KL; across seeds: mean and a Student-t 95% interval.
+The tables between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->` in --docs are replaced;
+the text around them is written by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import cpu_name  # noqa: E402
+
+SAMPLERS = ("vanilla", "best_of_n", "hybrid", "pilaf")
+PAPER_TABLE2 = {  # Feng et al. 2025, Table 2 (iterative DPO, Llama-3.1-8B, HH-RLHF, Skywork RM; test set)
+    "vanilla": (-10.16, 35.20, -13.68),
+    "best_of_n": (-10.13, 32.38, -13.37),
+    "hybrid": (-10.51, 22.86, -12.80),
+    "pilaf": (-9.80, 25.01, -12.30),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    experiment: str
+    sampler: str
+    seed: int
+    out: Path
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=ROOT / "results_runs", help="run directories and results.json")
+    p.add_argument("--cache_dir", type=Path, default=ROOT / ".cache" / "demo", help="the demo's models")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=40, help="online steps per run")
+    p.add_argument("--pairs_per_step", type=int, default=16)
+    p.add_argument("--eval_every", type=int, default=5)
+    p.add_argument("--eval_prompts", type=int, default=48)
+    p.add_argument("--eval_samples", type=int, default=2, help="responses per held-out prompt")
+    p.add_argument("--lr", type=float, default=None, help="default: the demo's")
+    p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("--max_new_tokens", type=int, default=None, help="default: the demo's")
+    p.add_argument("--workers", type=int, default=2, help="runs at once (one torch thread each)")
+    p.add_argument("--experiments", nargs="+", default=["main", "overfit"], choices=["main", "overfit"])
+    p.add_argument("--docs", type=Path, default=None, help="rewrite the generated sections of this page")
+    return p
+
+
+def demo_defaults() -> dict:
+    """The demo's learning rate and response length: the reproduction is the demo's task at a larger scale."""
+    from openrlhf_pilaf.demo.run import DemoConfig
+
+    cfg = DemoConfig()
+    return {"lr": cfg.lr, "max_new_tokens": cfg.max_new_tokens, "sft_steps": cfg.sft_steps, "sft_seed": cfg.sft_seed}
+
+
+def plan_runs(args) -> list[Run]:
+    runs = []
+    for exp in args.experiments:
+        samplers = SAMPLERS if exp == "main" else ("vanilla", "pilaf")
+        for sampler in samplers:
+            for seed in range(1, args.seeds + 1):
+                runs.append(Run(exp, sampler, seed, args.out / exp / f"{sampler}_s{seed}"))
+    return runs
+
+
+def run_one(run: Run, argv: list[str]) -> float:
+    if (run.out / "final" / "config.json").exists():
+        return 0.0
+    if run.out.exists():  # an interrupted run: its labels are kept, it resumes
+        argv = [*argv, "--ckpt.load_enable"]
+    run.out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    t0 = time.perf_counter()
+    with open(run.out / "launcher.log", "a") as log:
+        proc = subprocess.run(
+            [sys.executable, "-m", "openrlhf_pilaf.cli.train_dpo_ray", *argv],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{run.out}: the launcher exited {proc.returncode}; see {run.out / 'launcher.log'}")
+    return time.perf_counter() - t0
+
+
+def t_interval(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of a Student-t 95% interval over seeds."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), math.nan
+    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+
+
+def labels_to_reach(points: list[tuple[float, float]], target: float) -> float | None:
+    """First number of labelled pairs at which the (seed-mean) J curve reaches `target`, linearly interpolated."""
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        if y0 >= target:
+            return x0
+        if y1 >= target:
+            return x0 + (target - y0) * (x1 - x0) / (y1 - y0)
+    return points[-1][0] if points and points[-1][1] >= target else None
+
+
+def analyse(runs: list[Run], beta: float) -> dict:
+    from openrlhf_pilaf.analysis.runs import load_run
+
+    out: dict = {}
+    for exp in sorted({r.experiment for r in runs}):
+        exp_runs = [r for r in runs if r.experiment == exp]
+        per_sampler: dict = {}
+        for sampler in dict.fromkeys(r.sampler for r in exp_runs):
+            curves = [load_run(r.out) for r in exp_runs if r.sampler == sampler]
+            finals = [c.points[-1] for c in curves]
+            start = {k: float(np.mean([c.points[0][k] for c in curves])) for k in ("reward", "kl", "J")}
+            xs = [p["pairs_labelled"] for p in curves[0].points]
+            mean_j = [float(np.mean([c.points[i]["J"] for c in curves])) for i in range(len(xs))]
+            per_sampler[sampler] = {
+                "seeds": len(curves),
+                "start": start,
+                **{k: t_interval([f[k] for f in finals]) for k in ("reward", "kl", "J")},
+                "pairs_labelled": finals[0]["pairs_labelled"],
+                "labels_spent": finals[0]["labels_spent"],
+                "j_curve": list(zip(xs, mean_j, strict=True)),
+                "mc_reward_ci95": float(np.mean([f["reward_ci95"] for f in finals])),
+                "mc_kl_se": float(np.mean([f["kl_se"] for f in finals])),
+            }
+        target_from = "vanilla" if "vanilla" in per_sampler else next(iter(per_sampler))
+        target = per_sampler[target_from]["J"][0]
+        for s in per_sampler.values():
+            s["labels_to_reach_target"] = labels_to_reach(s["j_curve"], target)
+        out[exp] = {"samplers": per_sampler, "target_J": target, "target_from": target_from, "beta": beta}
+    return out
+
+
+def _pm(mean_hw: tuple[float, float], digits: int = 3) -> str:
+    mean, hw = mean_hw
+    return f"{mean:.{digits}f} ± {hw:.{digits}f}" if math.isfinite(hw) else f"{mean:.{digits}f}"
+
+
+def render_tables(results: dict, meta: dict) -> dict[str, str]:
+    blocks = {}
+    for exp, res in results.items():
+        rows = [
+            "| sampler | seeds | reward | KL | J | pairs labelled | pairs to reach J = "
+            f"{res['target_J']:.3f} ({res['target_from']}'s final) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, s in res["samplers"].items():
+            reach = s["labels_to_reach_target"]
+            rows.append(
+                f"| {name} | {s['seeds']} | {_pm(s['reward'])} | {_pm(s['kl'])} | {_pm(s['J'])} | "
+                f"{s['pairs_labelled']} | {'not reached' if reach is None else f'{reach:.0f}'} |"
+            )
+        start = next(iter(res["samplers"].values()))["start"]
+        rows.append("")
+        rows.append(
+            "Start (the SFT policy at step 0, mean over the seeds' evaluations): "
+            f"reward {start['reward']:.3f}, KL {start['kl']:.3f}, J {start['J']:.3f}. "
+            "Intervals: Student-t 95% over seeds of each run's final evaluation; within one evaluation the Monte "
+            "Carlo 95% interval of the reward is ±"
+            + ", ±".join(f"{s['mc_reward_ci95']:.3f}" for s in res["samplers"].values())
+            + " and the KL's standard error "
+            + ", ".join(f"{s['mc_kl_se']:.3f}" for s in res["samplers"].values())
+            + f" (in the order of the table). beta = {res['beta']}."
+        )
+        curve_rows = [
+            "| pairs labelled | " + " | ".join(res["samplers"]) + " |",
+            "|---" * (1 + len(res["samplers"])) + "|",
+        ]
+        xs = [x for x, _ in next(iter(res["samplers"].values()))["j_curve"]]
+        for i, x in enumerate(xs):
+            curve_rows.append(
+                f"| {x} | " + " | ".join(f"{s['j_curve'][i][1]:.3f}" for s in res["samplers"].values()) + " |"
+            )
+        blocks[f"{exp}_table"] = "\n".join(rows)
+        blocks[f"{exp}_j_curve"] = "\n".join(curve_rows)
+    blocks["paper_table2"] = "\n".join(
+        ["| method | reward | KL | J |", "|---|---|---|---|"]
+        + [f"| {m} | {r} | {k} | {j} |" for m, (r, k, j) in PAPER_TABLE2.items()]
+    )
+    blocks["setup"] = "\n".join(f"- {k}: {v}" for k, v in meta.items())
+    return blocks
+
+
+def rewrite_docs(path: Path, blocks: dict[str, str]) -> None:
+    text = path.read_text()
+    for name, body in blocks.items():
+        start, end = f"<!-- generated:{name} -->", f"<!-- /generated:{name} -->"
+        if start not in text:
+            continue
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{start}\n{body}\n{end}{tail}"
+    path.write_text(text)
+
+
+def draw_figures(runs: list[Run], out_dir: Path) -> list[Path]:
+    from openrlhf_pilaf.analysis.runs import load_run
+    from openrlhf_pilaf.cli.plot import make_figure
+
+    written = []
+    for exp in sorted({r.experiment for r in runs}):
+        fig = make_figure([load_run(r.out) for r in runs if r.experiment == exp], title=f"demo task: {exp}")
+        path = out_dir / f"{exp}_curves.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    from openrlhf_pilaf.demo.models import launcher_argv, prepare_demo
+
+    defaults = demo_defaults()
+    lr = args.lr if args.lr is not None else defaults["lr"]
+    max_new = args.max_new_tokens if args.max_new_tokens is not None else defaults["max_new_tokens"]
+    t0 = time.perf_counter()
+    sft = {"seed": defaults["sft_seed"], "sft_steps": defaults["sft_steps"]}
+    setups = {"main": prepare_demo(args.cache_dir, **sft)}
+    if "overfit" in args.experiments:
+        setups["overfit"] = prepare_demo(args.cache_dir, **sft, overfit=True)
+    runs = plan_runs(args)
+
+    def argv_of(run: Run) -> list[str]:
+        return launcher_argv(
+            setups[run.experiment],
+            run.out,
+            run.sampler,
+            engine="torch",
+            seed=run.seed,
+            steps=args.steps,
+            pairs_per_step=args.pairs_per_step,
+            eval_every=args.eval_every,
+            eval_prompts=args.eval_prompts,
+            eval_samples_per_prompt=args.eval_samples,
+            lr=lr,
+            beta=args.beta,
+            max_new_tokens=max_new,
+        )
+
+    from tqdm import tqdm
+
+    with ThreadPoolExecutor(args.workers) as pool, tqdm(total=len(runs), desc="runs") as bar:
+        futures = [pool.submit(run_one, r, argv_of(r)) for r in runs]
+        seconds = []
+        for f in futures:
+            seconds.append(f.result())
+            bar.update()
+    results = analyse(runs, args.beta)
+    meta = {
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores, no GPU",
+        "runs": f"{len(runs)} ({args.workers} at once, one torch thread each), wall {time.perf_counter() - t0:.0f} s",
+        "per run": f"{args.steps} online steps x {args.pairs_per_step} pairs (= {args.steps * args.pairs_per_step} "
+        f"pairs, {2 * args.steps * args.pairs_per_step} labels), --engine torch, lr {lr}, beta {args.beta}, "
+        f"at most {max_new} new tokens, evaluation every {args.eval_every} steps on {args.eval_prompts} held-out "
+        f"prompts x {args.eval_samples} samples",
+        "command": "python bench/reproduce_results.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    (args.out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    figure_dir = args.docs.parent / "results" if args.docs is not None else args.out
+    figures = draw_figures(runs, figure_dir)
+    blocks = render_tables(results, meta)
+    for name, body in blocks.items():
+        print(f"\n## {name}\n{body}")
+    if args.docs is not None:
+        rewrite_docs(args.docs, blocks)
+    print(f"\nresults: {args.out / 'results.json'}; figures: {', '.join(map(str, figures))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
