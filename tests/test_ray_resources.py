@@ -9,7 +9,10 @@ import pytest
 
 from openrlhf_pilaf.utils.ray_resources import (
     GpuRequest,
+    InsufficientCpusError,
     InsufficientGpusError,
+    InsufficientResourcesError,
+    check_cpus,
     check_gpus,
     openrlhf_ppo_gpu_requests,
     total_gpus,
@@ -137,6 +140,24 @@ def test_a_general_request_list_and_fractional_clusters():
     ):
         check_gpus(requests, 2.5, where="this machine")
     check_gpus([], 0)
+
+
+def test_cpu_ranks_are_checked_against_the_clusters_cpus_naming_the_flags():
+    requests = openrlhf_ppo_gpu_requests(
+        _ppo_args(
+            actor__num_gpus_per_node=1, ref__num_gpus_per_node=1, reward__num_gpus_per_node=2, vllm__num_engines=1
+        )
+    )
+    check_cpus(requests, 6, controllers=1)  # 1 + 1 + 1 engine + 2 + the controller
+    with pytest.raises(InsufficientCpusError) as err:
+        check_cpus(requests, 5, controllers=1)
+    text = str(err.value)
+    assert "places 5 ranks on CPUs" in text and "+ 1 for the controller" in text and "has 5 CPUs" in text
+    for flag in ("--actor.num_gpus_per_node 1", "--reward.num_gpus_per_node 2", "--vllm.num_engines 1"):
+        assert flag in text
+    assert "--num-cpus 6" in text
+    assert isinstance(err.value, InsufficientResourcesError) and not isinstance(err.value, InsufficientGpusError)
+    check_cpus(requests, 5)  # no controller counted
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, True])

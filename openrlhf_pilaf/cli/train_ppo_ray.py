@@ -8,6 +8,14 @@ to OpenRLHF unchanged. Without `--salsa.ingredients` this is plain `openrlhf.cli
 Before anything is built, the installed OpenRLHF (and on the CPU stack, our patches) are checked.
 Once OpenRLHF's `train()` has connected to Ray, a pre-flight compares the GPUs its flags ask for
 with the cluster's and refuses at once, naming the flags, where Ray would wait forever.
+
+On CPU (no CUDA, no RAY_ADDRESS) the launcher starts Ray itself, without GPUs and with a logical
+CPU per rank plus one for the PPO controller (OpenRLHF's plain `ray.init()` would give only
+`os.cpu_count()`). On a cluster without GPUs patch 0005 places every group (actor, critic,
+reference, reward model; patch 0004 the vLLM engines) on CPU bundles of 1 CPU, and the PPO
+actor, critic, replay buffer and vLLM weight receiver use the CPU where there is no CUDA; the
+pre-flight then checks the patches and the ranks against the cluster's CPUs. Measured on 2 cores:
+the tiny suite, 1 engine, 2 PPO steps, in about 2 minutes (tests/test_salsa_ppo_launcher.py).
 Exit status: 0 trained, 2 refused (bad flags, a soup that cannot be built, unsupported OpenRLHF or
 missing patches, too few GPUs), anything else from OpenRLHF itself.
 """
@@ -17,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import runpy
 import sys
 from collections.abc import Iterator
@@ -34,6 +43,8 @@ OPENRLHF_ENTRY = "openrlhf.cli.train_ppo_ray"
 ACTOR_FLAG = "--actor.model_name_or_path"
 KL_FLAG = "--algo.kl.init_coef"
 OPENRLHF_DEFAULT_KL = 0.01  # cli/train_ppo_ray.py:438 in 0.11.2
+# Actors outside the model groups that need a free CPU to be scheduled: the PPOTrainer controller.
+PPO_CONTROLLERS = 1
 
 
 @dataclass(frozen=True)
@@ -76,47 +87,111 @@ def check_openrlhf_install() -> None:
     require_patches(cpu_stack=not torch.cuda.is_available())
 
 
-def gpu_preflight(args) -> None:
-    """Refuse OpenRLHF's PPO launch `args` if the Ray cluster has too few GPUs for it."""
+def resource_preflight(args) -> None:
+    """Refuse OpenRLHF's PPO launch `args` if the Ray cluster cannot place it, naming the flags.
+
+    A cluster with GPUs: the GPUs the groups ask for against the cluster's. A cluster without GPUs
+    (the CPU stack): every group goes on CPU bundles (patches 0004/0005), so all our patches must
+    be applied, and the ranks plus OpenRLHF's PPO controller must fit the cluster's logical CPUs.
+    """
     from openrlhf_pilaf.utils import ray_resources
+    from openrlhf_pilaf.utils.openrlhf_patches import require_patches
 
     if ray_resources.skip_requested():
-        logger.info("GPU pre-flight skipped (%s is set)", ray_resources.SKIP_ENV)
+        logger.info("resource pre-flight skipped (%s is set)", ray_resources.SKIP_ENV)
         return
     available = ray_resources.ray_cluster_gpus()
-    # Our patch 0004 places vLLM engines on CPU where the cluster has no GPU.
-    requests = ray_resources.openrlhf_ppo_gpu_requests(args, vllm_uses_gpus=available > 0)
+    if available > 0:
+        requests = ray_resources.openrlhf_ppo_gpu_requests(args)
+        logger.info(
+            "GPU pre-flight in OpenRLHF's train(): %d asked (%s), %g in the Ray cluster",
+            ray_resources.total_gpus(requests),
+            "; ".join(r.describe() for r in requests),
+            available,
+        )
+        ray_resources.check_gpus(requests, available)
+        return
+    require_patches(cpu_stack=True)  # the CPU placement is ours: refuse an unpatched OpenRLHF here, not in Ray
+    requests = ray_resources.openrlhf_ppo_gpu_requests(args)  # each GPU rank is a CPU rank here
+    cpus = ray_resources.ray_cluster_cpus()
     logger.info(
-        "GPU pre-flight in OpenRLHF's train(): %d asked (%s), %g in the Ray cluster",
+        "CPU pre-flight in OpenRLHF's train() (Ray cluster without GPUs): %d ranks on CPU (%s) + %d controller, "
+        "%g CPUs in the Ray cluster",
         ray_resources.total_gpus(requests),
         "; ".join(r.describe() for r in requests),
-        available,
+        PPO_CONTROLLERS,
+        cpus,
     )
-    ray_resources.check_gpus(requests, available)
+    ray_resources.check_cpus(requests, cpus, controllers=PPO_CONTROLLERS)
+
+
+def starts_cpu_ray() -> bool:
+    """Whether this launch starts Ray itself for the CPU stack: no Ray yet, no RAY_ADDRESS, no CUDA.
+
+    Then OpenRLHF's plain `ray.init()` would give Ray `os.cpu_count()` logical CPUs, fewer than a
+    PPO launch has ranks on a small machine, and Ray would wait for the rest forever.
+    """
+    import ray
+    import torch
+
+    return not ray.is_initialized() and not os.environ.get("RAY_ADDRESS") and not torch.cuda.is_available()
+
+
+def start_cpu_ray(args, init_kwargs: dict) -> None:
+    """Start a local GPU-less Ray with a logical CPU for every rank `args` asks for (and the controller).
+
+    `init_kwargs` are what OpenRLHF's `train()` passed to `ray.init` (its runtime_env). The CPU
+    stack's caches and vLLM's CPU KV-cache size are set first (`configure_cpu_stack`): Ray's
+    workers inherit this environment. `PILAF_CACHE_DIR` chooses the cache folder.
+    """
+    import ray
+
+    from openrlhf_pilaf.testing.cpu_env import configure_cpu_stack
+    from openrlhf_pilaf.utils import ray_resources
+
+    configure_cpu_stack(os.environ.get("PILAF_CACHE_DIR", os.path.expanduser("~/.cache/openrlhf_pilaf")))
+    needed = ray_resources.total_gpus(ray_resources.openrlhf_ppo_gpu_requests(args)) + PPO_CONTROLLERS
+    num_cpus = max(os.cpu_count() or 1, needed)
+    logger.info("starting a local Ray without GPUs (the CPU stack): %d logical CPUs for %d ranks", num_cpus, needed)
+    ray.init(num_cpus=num_cpus, num_gpus=0, include_dashboard=False, **init_kwargs)
 
 
 @contextlib.contextmanager
 def preflight_in_openrlhf_train() -> Iterator[None]:
-    """Run `gpu_preflight` inside OpenRLHF's `train()`, right after its `ray.init`.
+    """Run `resource_preflight` inside OpenRLHF's `train()`, right after its `ray.init`.
 
     `train()` (cli/train_ppo_ray.py:35 in 0.11.2) calls `get_strategy(args)` first thing after
     connecting to Ray, with the fully parsed flags; the entry module imports that name from
     `openrlhf.utils` when it is executed, so wrapping it there (as our reference actor is swapped in)
     gives the check OpenRLHF's own arguments and the real cluster, before any placement group.
+
+    Where this launch starts Ray for the CPU stack (`starts_cpu_ray`), `train()`'s `ray.init` is
+    deferred to that same point, where the flags say how many logical CPUs Ray needs: nothing in
+    `train()` touches Ray between the two calls (L22-35 in 0.11.2).
     """
     import openrlhf.utils as openrlhf_utils
+    import ray
 
-    original = openrlhf_utils.get_strategy
+    original_strategy, original_init = openrlhf_utils.get_strategy, ray.init
+    deferred: list[dict] = []
+
+    def defer_init(**kwargs):
+        deferred.append(kwargs)
 
     def get_strategy_after_preflight(args):
-        gpu_preflight(args)
-        return original(args)
+        if deferred:
+            ray.init = original_init
+            start_cpu_ray(args, deferred.pop())
+        resource_preflight(args)
+        return original_strategy(args)
 
     openrlhf_utils.get_strategy = get_strategy_after_preflight
+    if starts_cpu_ray():
+        ray.init = defer_init
     try:
         yield
     finally:
-        openrlhf_utils.get_strategy = original
+        openrlhf_utils.get_strategy, ray.init = original_strategy, original_init
 
 
 def _prepare(argv: list[str]) -> PPOLaunch:
@@ -152,7 +227,7 @@ def _run_openrlhf(openrlhf_argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the launch; refusals print `error: ...` on stderr (no traceback) and return 2."""
     from openrlhf_pilaf.utils.openrlhf_patches import PatchError
-    from openrlhf_pilaf.utils.ray_resources import InsufficientGpusError
+    from openrlhf_pilaf.utils.ray_resources import InsufficientResourcesError
 
     logging.basicConfig(format="%(asctime)s %(levelname)-8s %(message)s", level=logging.INFO)
     argv = sys.argv[1:] if argv is None else argv
@@ -167,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         _run_openrlhf(launch.openrlhf_argv)
-    except InsufficientGpusError as e:  # only our pre-flight: OpenRLHF's own errors keep their traceback
+    except (
+        InsufficientResourcesError,
+        PatchError,
+    ) as e:  # only our pre-flight: OpenRLHF's own errors keep their traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -13,6 +13,11 @@ except in `ray_cluster_gpus`.
 
 Totals only: OpenRLHF's placement groups are PACK (a preference, not a one-node requirement) and
 its other actors take one GPU each, so a request fits when the cluster's GPU total covers it.
+
+On a cluster without GPUs (the CPU stack, our patches 0004/0005) the same groups are placed on
+CPU bundles, one logical CPU per rank where a GPU would be, so the same `GpuRequest`s count CPU
+ranks: `check_cpus` compares them (plus the single-controller actors, which need one free CPU to
+be scheduled) with the cluster's CPUs and refuses the same way, naming the flags.
 """
 
 from __future__ import annotations
@@ -28,8 +33,16 @@ from typing import Any
 SKIP_ENV = "PILAF_SKIP_GPU_PREFLIGHT"
 
 
-class InsufficientGpusError(ValueError):
+class InsufficientResourcesError(ValueError):
+    """A launch asks for more than the Ray cluster has; the message names the flags to change."""
+
+
+class InsufficientGpusError(InsufficientResourcesError):
     """A launch asks for more GPUs than the cluster has; the message names the flags to change."""
+
+
+class InsufficientCpusError(InsufficientResourcesError):
+    """On a cluster without GPUs, a launch places more ranks on CPUs than the cluster has CPUs."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,34 @@ def check_gpus(requests: Sequence[GpuRequest], available: float, where: str = "t
     )
 
 
+def check_cpus(
+    requests: Sequence[GpuRequest],
+    available: float,
+    *,
+    controllers: int = 0,
+    where: str = "the Ray cluster",
+) -> None:
+    """Raise `InsufficientCpusError` unless `available` CPUs hold every rank of `requests` on CPU.
+
+    On a cluster without GPUs each rank that would take a GPU takes one logical CPU instead;
+    `controllers` counts actors outside the requests that still need a free CPU to be scheduled
+    (OpenRLHF's PPO controller: 1). Ray's CPUs are logical, so the usual fix is starting Ray with
+    more of them (`ray start --num-cpus N`); our launchers do so when they start Ray themselves.
+    """
+    ranks = total_gpus(requests)
+    needed = ranks + controllers
+    if needed <= available:
+        return
+    have = int(available) if float(available).is_integer() else available
+    extra = f" + {controllers} for the controller" if controllers else ""
+    raise InsufficientCpusError(
+        f"on a cluster without GPUs this launch places {ranks} rank{'s' if ranks != 1 else ''} on CPUs, one "
+        f"CPU each ({'; '.join(r.describe() for r in requests)}){extra}, but {where} has {have} CPUs: lower "
+        f"these flags, or give Ray {needed} logical CPUs (ray start --num-cpus {needed}; without RAY_ADDRESS the "
+        f"launcher starts such a Ray itself; set {SKIP_ENV}=1 to skip this check)"
+    )
+
+
 def skip_requested() -> bool:
     return os.environ.get(SKIP_ENV, "") not in ("", "0")
 
@@ -88,6 +129,15 @@ def ray_cluster_gpus() -> float:
     if not ray.is_initialized():
         raise RuntimeError("ray_cluster_gpus() needs ray.init() first")
     return float(ray.cluster_resources().get("GPU", 0))
+
+
+def ray_cluster_cpus() -> float:
+    """The logical CPUs of the Ray cluster this process is connected to (all nodes, used or free)."""
+    import ray
+
+    if not ray.is_initialized():
+        raise RuntimeError("ray_cluster_cpus() needs ray.init() first")
+    return float(ray.cluster_resources().get("CPU", 0))
 
 
 def _group(args: Any, name: str) -> tuple[tuple[str, int], ...]:
@@ -106,6 +156,8 @@ def openrlhf_ppo_gpu_requests(args: Any, *, vllm_uses_gpus: bool = True) -> list
     critic and reward have their own group, the critic and reward share the actor's. The reference
     exists only with --algo.kl.init_coef > 0, the reward model only without --reward.remote_url.
     `vllm_uses_gpus=False`: the engines are placed on CPU (our patch 0004, on a cluster without GPUs).
+    On such a cluster every request here is also the count of CPU ranks (`check_cpus`), engines
+    included (one CPU bundle per tensor-parallel rank).
     """
     train, kl = args.train, args.algo.kl
     has_ref = kl.init_coef > 0
