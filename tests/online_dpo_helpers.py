@@ -6,7 +6,7 @@ from pathlib import Path
 
 from openrlhf_pilaf.testing.prompts import write_prompts
 
-__all__ = ["iterative_argv", "launcher_argv", "write_prompts"]
+__all__ = ["KILLING_REWARD", "iterative_argv", "launcher_argv", "write_prompts"]
 
 
 def launcher_argv(tiny_suite, prompts: Path, out: Path, sampler: str, *extra: str, engine: str = "torch") -> list[str]:
@@ -59,3 +59,20 @@ def iterative_argv(
         i = argv.index("--reward.model_name_or_path")
         del argv[i : i + 2]
     return [*argv, "--dpo.mode", "iterative", "--dpo.rounds", "2", "--dpo.epochs", "1", "--dpo.prompts_per_round", "4"]
+
+
+# A `.py` reward_func that logs every query it scores and SIGKILLs its process (the driver) once PILAF_TEST_KILL_AT
+# queries have been scored: a crash in the middle of labelling, for the resume tests.
+KILLING_REWARD = """
+import os, signal
+CALLS = {calls!r}
+
+def reward_func(queries, prompts, labels):
+    with open(CALLS, "a") as f:
+        for q in queries:
+            f.write(repr(q) + "\\n")
+    n = sum(1 for _ in open(CALLS))
+    if os.environ.get("PILAF_TEST_KILL_AT") and n >= int(os.environ["PILAF_TEST_KILL_AT"]):
+        os.kill(os.getpid(), signal.SIGKILL)  # the driver dies in the middle of labelling
+    return {{"rewards": [float(len(q) % 5) for q in queries]}}
+"""

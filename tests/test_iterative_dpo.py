@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from tests.online_dpo_helpers import iterative_argv, write_prompts
+from tests.online_dpo_helpers import KILLING_REWARD, iterative_argv, write_prompts
 
 pytestmark = [pytest.mark.openrlhf]
 
@@ -264,19 +264,6 @@ def test_file_labels_export_refusals_import_and_label_studio(tiny_suite, prompts
 
 
 # ------------------------------------------------------------------------------------ kill and resume
-KILLING_REWARD = """
-import os, signal
-CALLS = {calls!r}
-
-def reward_func(queries, prompts, labels):
-    with open(CALLS, "a") as f:
-        for q in queries:
-            f.write(repr(q) + "\\n")
-    n = sum(1 for _ in open(CALLS))
-    if os.environ.get("PILAF_TEST_KILL_AT") and n >= int(os.environ["PILAF_TEST_KILL_AT"]):
-        os.kill(os.getpid(), signal.SIGKILL)  # the driver dies in the middle of labelling round 2
-    return {{"rewards": [float(len(q) % 5) for q in queries]}}
-"""
 
 
 def test_sigkill_while_labelling_round_two_then_resume(tiny_suite, prompts, tmp_path):

@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from tests.online_dpo_helpers import launcher_argv, write_prompts
+from tests.online_dpo_helpers import KILLING_REWARD, launcher_argv, write_prompts
 from tests.reward_server import ScriptedRewardServer
 
 pytestmark = [pytest.mark.openrlhf]
@@ -186,21 +186,6 @@ def test_oracle_faults_retry_then_fail_naming_the_pairs(tiny_suite, prompts, tmp
 
     kept = [r["pair_id"] for r in PairLog(tmp_path / "nan" / "pairs.jsonl")]
     assert kept == [f"s000001-p{i:05d}" for i in range(4)] + ["s000002-p00000", "s000002-p00001"]
-
-
-KILLING_REWARD = """
-import os, signal
-CALLS = {calls!r}
-
-def reward_func(queries, prompts, labels):
-    with open(CALLS, "a") as f:
-        for q in queries:
-            f.write(repr(q) + "\\n")
-    n = sum(1 for _ in open(CALLS))
-    if os.environ.get("PILAF_TEST_KILL_AT") and n >= int(os.environ["PILAF_TEST_KILL_AT"]):
-        os.kill(os.getpid(), signal.SIGKILL)  # the driver dies in the middle of labelling a step
-    return {{"rewards": [float(len(q) % 5) for q in queries]}}
-"""
 
 
 def test_sigkill_and_resume_loses_nothing_and_pays_nothing_twice(tiny_suite, prompts, tmp_path):
