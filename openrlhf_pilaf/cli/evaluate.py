@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -522,19 +521,9 @@ def format_table(summary: dict[str, float], meta: dict[str, Any]) -> str:
 
 def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write `payload` so that `path` holds either the old file or the whole new one, never a half-written one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=1, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    from openrlhf_pilaf.utils.atomic_io import write_json_atomic
+
+    return write_json_atomic(path, payload)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from openrlhf_pilaf.labelling.label_studio import make_task
+from openrlhf_pilaf.utils.atomic_io import write_text_atomic
 
 TO_LABEL_FILENAME = "to_label.jsonl"
 LABEL_STUDIO_TASKS_FILENAME = "label_studio_tasks.json"
@@ -80,31 +80,11 @@ def displayed_rows(candidates: Iterable[Mapping[str, Any]], *, seed: int) -> lis
     return rows
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write-then-rename, so a crash (or a labeller opening the file early) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a power cut
-    finally:
-        os.close(dir_fd)
-
-
 def write_to_label(candidates: Iterable[Mapping[str, Any]], path: str | os.PathLike, *, seed: int) -> int:
     """Write ``to_label.jsonl`` (one ``{"pair_id", "prompt", "response_a", "response_b"}`` object per
     line, displayed order) atomically; returns the number of rows."""
     rows = displayed_rows(candidates, seed=seed)
-    _atomic_write_text(Path(path), "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    write_text_atomic(Path(path), "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return len(rows)
 
 
@@ -112,7 +92,7 @@ def write_label_studio_tasks(candidates: Iterable[Mapping[str, Any]], path: str 
     """Write the same rows as a JSON array of Label Studio tasks ``{"data": {...}}`` (the format its
     "Import" accepts) atomically; returns the number of tasks."""
     tasks = [make_task(row) for row in displayed_rows(candidates, seed=seed)]
-    _atomic_write_text(Path(path), json.dumps(tasks, ensure_ascii=False, indent=2) + "\n")
+    write_text_atomic(Path(path), json.dumps(tasks, ensure_ascii=False, indent=2) + "\n")
     return len(tasks)
 
 

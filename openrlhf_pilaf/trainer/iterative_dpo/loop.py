@@ -33,9 +33,10 @@ from openrlhf_pilaf.oracle import PreferenceOracle
 from openrlhf_pilaf.pairs import PairLog, TrainingPair
 from openrlhf_pilaf.samplers import PairSampler
 from openrlhf_pilaf.trainer.iterative_dpo.rounds import RoundDir, round_pair_id, round_prompts
-from openrlhf_pilaf.trainer.online_dpo.loop import Learner, MetricsSink, PairEngine, ReferenceScorer, write_json_atomic
+from openrlhf_pilaf.trainer.online_dpo.loop import Learner, MetricsSink, PairEngine, ReferenceScorer
 from openrlhf_pilaf.trainer.online_dpo.pair_collector import PairCollector
 from openrlhf_pilaf.trainer.online_dpo.prompts import Prompt
+from openrlhf_pilaf.utils.atomic_io import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -350,11 +351,10 @@ def write_preference_dataset(rows: Sequence[dict], path: Path) -> None:
     """The round's pairs as OpenRLHF's preference dataset (`prompt`, `chosen`, `rejected` texts), so that
     `openrlhf.cli.train_dpo --dataset <round_k/preference.jsonl> --prompt_key prompt --chosen_key chosen
     --rejected_key rejected` can train on them offline."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        for r in rows:
-            c, j = ("a", "b") if r["label"] == "a" else ("b", "a")
-            record = {"pair_id": r["pair_id"], "prompt": r["prompt"], "chosen": r[f"response_{c}"]}
-            record["rejected"] = r[f"response_{j}"]
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    lines = []
+    for r in rows:
+        c, j = ("a", "b") if r["label"] == "a" else ("b", "a")
+        record = {"pair_id": r["pair_id"], "prompt": r["prompt"], "chosen": r[f"response_{c}"]}
+        record["rejected"] = r[f"response_{j}"]
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    write_text_atomic(path, "".join(lines))

@@ -18,7 +18,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from openrlhf_pilaf.pairs import PairLog, TrainingPair
 from openrlhf_pilaf.samplers import PairSampler
 from openrlhf_pilaf.trainer.online_dpo.pair_collector import PairCollector, subset_plan
 from openrlhf_pilaf.trainer.online_dpo.prompts import Prompt, PromptStream
+from openrlhf_pilaf.utils.atomic_io import write_json_atomic
 
 __all__ = ["OnlineDPOLoop", "RunState", "pair_id", "subset_plan", "write_json_atomic"]
 
@@ -94,16 +94,6 @@ class RunState:
         if not path.exists():
             return None
         return cls(**json.loads(path.read_text()))
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON so that a crash leaves the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class MetricsSink(Protocol):
