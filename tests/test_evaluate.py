@@ -291,6 +291,7 @@ def test_refused_tokenizer_of_another_reference(tiny_suite, files, cache_root, c
     from openrlhf_pilaf.testing.tiny_models import build_foreign_tokenizer_reference
 
     foreign = build_foreign_tokenizer_reference(cache_root / "models")
+    capsys.readouterr()  # building the model (first run, empty cache) prints save progress
     err = _refused(cli_argv(tiny_suite, files, "--engine", "torch", ref=foreign), capsys)
     assert err.startswith("error: --ref"), err
 
