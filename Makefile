@@ -35,9 +35,9 @@ test: $(STAMP)
 	$(VPY) -m ruff format --check .
 	$(VPY) -m pytest -ra
 
-## demo: install into $(VENV) if needed, then the CPU smoke run (tiny models, no downloads)
+## demo: install into $(VENV) if needed, then the laptop demo: the four samplers on a known-oracle task (no downloads)
 demo: $(STAMP)
-	$(VPY) -m openrlhf_pilaf.cli.cpu_smoke
+	$(VPY) -m openrlhf_pilaf.cli.demo
 
 lint: $(STAMP)
 	$(VPY) -m ruff check .

@@ -105,6 +105,17 @@ class DPOLearner:
             for name, p in params:
                 yield name, p.data.detach()
 
+    def weights_sha256(self) -> str:
+        """SHA-256 over every parameter (name, dtype, shape, bytes): to check that a checkpoint load restored
+        exactly the weights saved (every rank must call it under ZeRO-3, as for a sync)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for name, t in self.named_weights():
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy().tobytes())
+        return h.hexdigest()
+
     def save_checkpoint(self, ckpt_dir: str, tag: str, max_num: int, client_state: dict) -> None:
         self.strategy.save_ckpt(self.model.model, ckpt_dir, tag=tag, max_num=max_num, client_state=client_state)
 

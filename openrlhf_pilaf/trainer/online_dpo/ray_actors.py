@@ -44,6 +44,9 @@ class DPOLearnerActor(BaseModelActor):
         ray.get([e.reset_prefix_cache.remote() for e in self._engines])
         return sent
 
+    def weights_sha256(self) -> str:
+        return self.learner.weights_sha256()
+
     def save_checkpoint(self, ckpt_dir: str, tag: str, max_num: int, client_state: dict) -> None:
         self.learner.save_checkpoint(ckpt_dir, tag, max_num, client_state)
 

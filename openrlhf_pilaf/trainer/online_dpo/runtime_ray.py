@@ -156,6 +156,9 @@ class RayLearner:
     def sync_weights(self) -> None:
         self._all("broadcast_weights")
 
+    def weights_sha256(self) -> str:
+        return self._all("weights_sha256")[0]  # every rank gathers under ZeRO-3; rank 0 holds whole tensors
+
     def save_checkpoint(self, tag: str, client_state: dict) -> None:
         self._all("save_checkpoint", self.ckpt_dir, tag, self.max_num, client_state)
 

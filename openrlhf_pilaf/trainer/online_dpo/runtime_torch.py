@@ -34,6 +34,9 @@ class LocalLearner:
     def sync_weights(self) -> None:
         self.engine.update_policy(self.learner.named_weights())
 
+    def weights_sha256(self) -> str:
+        return self.learner.weights_sha256()
+
     def save_checkpoint(self, tag: str, client_state: dict) -> None:
         self.learner.save_checkpoint(self.ckpt_dir, tag, self.max_num, client_state)
 

@@ -1,0 +1,188 @@
+"""The demo's artefacts (SFT'd policy, reward file, prompt sets), built once and cached; the launcher's argv.
+
+Models come from the factory (`openrlhf_pilaf.testing.tiny_models`: its tokenizer and `build_causal_lm`),
+so the factory stays the one place models are made; this module only fine-tunes one (demo.sft) and
+writes what an online DPO run on the demo task needs. The build goes into a temporary directory that is
+renamed into place when complete (the factory's `_build_once`), so a killed build is never reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from openrlhf_pilaf.demo.sft import PROMPT_TEMPLATES, SFTConfig, run_sft
+from openrlhf_pilaf.demo.task import write_reward_file
+from openrlhf_pilaf.testing.tiny_models import _SUBJECTS, _VERBS, TinyLlamaSpec
+
+#: Bump when what prepare_demo builds changes, so stale caches are not reused.
+DEMO_VERSION = 1
+DEFAULT_SFT_STEPS = 300
+#: overfit=True: this many times the steps, at this many times the learning rate, on a small corpus.
+OVERFIT_STEPS_FACTOR = 15
+OVERFIT_LR_FACTOR = 3.0
+OVERFIT_SENTENCES = 60
+EVAL_PROMPTS = 48
+#: A smaller initialisation than the factory's default (0.4, chosen for distribution tests' power):
+#: it trains to sensible sentences in a few hundred steps. Same shape, so vLLM's CPU kernels run it.
+DEMO_SPEC = TinyLlamaSpec(initializer_range=0.05)
+
+
+@dataclass(frozen=True)
+class DemoSetup:
+    """Paths of one built demo. `policy` is the SFT'd model and also the DPO reference."""
+
+    root: Path
+    policy: Path
+    base: Path  # the untrained model the SFT started from (for comparisons)
+    reward_file: Path  # `.py` with reward_func, for --reward.remote_url
+    train_prompts: Path  # JSONL {"prompt": ...}
+    eval_prompts: Path  # JSONL {"prompt": ...}, disjoint from train_prompts
+    sft_stats: dict
+
+    @property
+    def num_train_prompts(self) -> int:
+        return sum(1 for _ in self.train_prompts.open())
+
+
+def demo_prompts(seed: int, n_eval: int = EVAL_PROMPTS) -> tuple[list[str], list[str]]:
+    """Every (template, subject, verb) question, shuffled by `seed`, split into disjoint train and eval sets."""
+    questions = [t.format(s=s, v=v) for t in PROMPT_TEMPLATES for s in _SUBJECTS for v in _VERBS]
+    random.Random(seed).shuffle(questions)
+    return questions[n_eval:], questions[:n_eval]
+
+
+def _write_jsonl(path: Path, prompts: Sequence[str]) -> Path:
+    with open(path, "w") as f:
+        for p in prompts:
+            f.write(json.dumps({"prompt": p}) + "\n")
+    return path
+
+
+def sft_config(seed: int, sft_steps: int, overfit: bool) -> SFTConfig:
+    if overfit:
+        return SFTConfig(
+            steps=sft_steps * OVERFIT_STEPS_FACTOR,
+            lr=SFTConfig.lr * OVERFIT_LR_FACTOR,
+            n_sentences=OVERFIT_SENTENCES,
+            seed=seed,
+        )
+    return SFTConfig(steps=sft_steps, seed=seed)
+
+
+def prepare_demo(
+    root: Path, *, seed: int = 0, sft_steps: int = DEFAULT_SFT_STEPS, overfit: bool = False, progress: bool = True
+) -> DemoSetup:
+    """Build (or reuse) the demo under `root`/demo-<key of the arguments>: base model, SFT'd policy, reward
+    file, prompt sets. A second call with the same arguments reuses the finished build."""
+    from openrlhf_pilaf.testing.tiny_models import _build_once, build_causal_lm, build_tokenizer
+
+    if isinstance(sft_steps, bool) or not isinstance(sft_steps, int) or sft_steps < 1:
+        raise ValueError(f"sft_steps must be an integer >= 1, got {sft_steps!r}")
+    cfg = sft_config(seed, sft_steps, overfit)
+    record = {"v": DEMO_VERSION, "seed": seed, "sft": dataclasses.asdict(cfg), "spec": dataclasses.asdict(DEMO_SPEC)}
+    key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
+    out = Path(root) / f"demo-{key}"
+
+    def build(tmp: Path) -> None:
+        tokenizer = build_tokenizer(seed=0)
+        build_causal_lm(tmp / "base", tokenizer, seed, DEMO_SPEC)
+        stats = run_sft(tmp / "base", tmp / "policy", cfg, progress=progress)
+        write_reward_file(tmp / "gold_reward.py")
+        train, evaluation = demo_prompts(seed)
+        _write_jsonl(tmp / "train_prompts.jsonl", train)
+        _write_jsonl(tmp / "eval_prompts.jsonl", evaluation)
+        (tmp / "sft_stats.json").write_text(json.dumps(stats, indent=1))
+
+    _build_once(out, build, record)
+    return DemoSetup(
+        root=out,
+        policy=out / "policy",
+        base=out / "base",
+        reward_file=out / "gold_reward.py",
+        train_prompts=out / "train_prompts.jsonl",
+        eval_prompts=out / "eval_prompts.jsonl",
+        sft_stats=json.loads((out / "sft_stats.json").read_text()),
+    )
+
+
+def launcher_argv(
+    setup: DemoSetup,
+    out_dir: Path,
+    sampler: str,
+    *,
+    engine: str = "vllm",
+    seed: int = 42,
+    steps: int,
+    pairs_per_step: int,
+    eval_every: int,
+    eval_prompts: int,
+    lr: float,
+    beta: float = 0.1,
+    max_new_tokens: int,
+    eval_samples_per_prompt: int = 1,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The argv of `python -m openrlhf_pilaf.cli.train_dpo_ray` for one sampler on the demo task.
+
+    Every sampler gets the same label budget (`steps` x `pairs_per_step` pairs, two labels each), the same
+    prompts in the same order (`--train.seed`), one optimizer step per online step, and the gold reward
+    through OpenRLHF's `--reward.remote_url` with Bradley-Terry labels on it.
+    """
+    episodes = math.ceil(steps * pairs_per_step / setup.num_train_prompts)
+    return [
+        "--engine",
+        engine,
+        "--actor.model_name_or_path",
+        str(setup.policy),
+        "--ref.model_name_or_path",
+        str(setup.policy),
+        "--reward.remote_url",
+        str(setup.reward_file),
+        "--oracle.labels",
+        "bt",
+        "--data.prompt_dataset",
+        str(setup.train_prompts),
+        "--data.input_key",
+        "prompt",
+        "--data.apply_chat_template",
+        "--data.max_len",
+        str(max_new_tokens + 48),
+        "--pilaf.sampler",
+        sampler,
+        "--rollout.batch_size",
+        str(pairs_per_step),
+        "--rollout.max_new_tokens",
+        str(max_new_tokens),
+        "--train.batch_size",
+        str(pairs_per_step),
+        "--train.micro_batch_size",
+        str(pairs_per_step),
+        "--train.num_episodes",
+        str(max(1, episodes)),
+        "--train.max_steps",
+        str(steps),
+        "--train.seed",
+        str(seed),
+        "--actor.adam.lr",
+        repr(float(lr)),
+        "--dpo.beta",
+        repr(float(beta)),
+        "--eval.steps",
+        str(eval_every),
+        "--eval.dataset",
+        str(setup.eval_prompts),
+        "--eval.max_samples",
+        str(eval_prompts),
+        "--eval.samples_per_prompt",
+        str(eval_samples_per_prompt),
+        "--ckpt.output_dir",
+        str(out_dir),
+        *extra,
+    ]
