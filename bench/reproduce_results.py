@@ -6,7 +6,10 @@ Experiments (online DPO, `--engine torch`, the demo's task: `openrlhf_pilaf.demo
 - main: vanilla, best_of_n, hybrid and pilaf from the demo's SFT policy (also the reference), each with
   `--seeds` seeds (`--train.seed`: prompt order, sampler coins, Bradley-Terry labels, generation), the same
   label budget (steps x pairs per step) and hyper-parameters;
-- overfit: vanilla and pilaf from an over-fitted SFT policy (the paper's third experiment).
+- overfit: vanilla and pilaf from an over-fitted SFT policy (the paper's third experiment);
+- ablation: vanilla and pilaf from the main start with one setting changed (`ABLATIONS`: noise-free labels,
+  PILAF's mix_prob and w, a larger beta), `--ablation_seeds` seeds each: what a reader checks when the
+  ordering of the main experiment is in doubt.
 
 Each run is one `python -m openrlhf_pilaf.cli.train_dpo_ray` process (1 torch thread; `--workers` at once);
 a run whose final model exists is not run again, so an interrupted reproduction resumes. The reward is the
@@ -46,12 +49,29 @@ PAPER_TABLE2 = {  # Feng et al. 2025, Table 2 (iterative DPO, Llama-3.1-8B, HH-R
 }
 
 
+#: The ablation's variants: name -> (sampler, launcher flags changed from the main experiment's).
+ABLATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "vanilla, argmax labels": ("vanilla", ("--oracle.labels", "argmax")),
+    "pilaf, argmax labels": ("pilaf", ("--oracle.labels", "argmax")),
+    "pilaf, mix_prob 0": ("pilaf", ("--pilaf.mix_prob", "0")),
+    "pilaf, w = 2 beta": ("pilaf", ("--pilaf.w", "0.2")),
+    "vanilla, beta 0.3": ("vanilla", ("--dpo.beta", "0.3")),
+    "pilaf, beta 0.3": ("pilaf", ("--dpo.beta", "0.3")),
+}
+
+
 @dataclass(frozen=True)
 class Run:
     experiment: str
     sampler: str
     seed: int
     out: Path
+    label: str = ""  # the row of the table: the sampler, or the ablation's variant
+    extra: tuple[str, ...] = ()  # flags appended to the launcher's argv (the ablation's change)
+
+    @property
+    def row(self) -> str:
+        return self.label or self.sampler
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -68,7 +88,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--max_new_tokens", type=int, default=None, help="default: the demo's")
     p.add_argument("--workers", type=int, default=2, help="runs at once (one torch thread each)")
-    p.add_argument("--experiments", nargs="+", default=["main", "overfit"], choices=["main", "overfit"])
+    p.add_argument(
+        "--experiments", nargs="+", default=["main", "overfit", "ablation"], choices=["main", "overfit", "ablation"]
+    )
+    p.add_argument("--ablation_seeds", type=int, default=3, help="seeds per ablation variant")
     p.add_argument("--docs", type=Path, default=None, help="rewrite the generated sections of this page")
     return p
 
@@ -84,6 +107,12 @@ def demo_defaults() -> dict:
 def plan_runs(args) -> list[Run]:
     runs = []
     for exp in args.experiments:
+        if exp == "ablation":
+            for i, (label, (sampler, extra)) in enumerate(ABLATIONS.items()):
+                for seed in range(1, args.ablation_seeds + 1):
+                    out = args.out / exp / f"v{i}_{sampler}_s{seed}"
+                    runs.append(Run(exp, sampler, seed, out, label=label, extra=extra))
+            continue
         samplers = SAMPLERS if exp == "main" else ("vanilla", "pilaf")
         for sampler in samplers:
             for seed in range(1, args.seeds + 1):
@@ -139,8 +168,8 @@ def analyse(runs: list[Run], beta: float) -> dict:
     for exp in sorted({r.experiment for r in runs}):
         exp_runs = [r for r in runs if r.experiment == exp]
         per_sampler: dict = {}
-        for sampler in dict.fromkeys(r.sampler for r in exp_runs):
-            curves = [load_run(r.out) for r in exp_runs if r.sampler == sampler]
+        for sampler in dict.fromkeys(r.row for r in exp_runs):
+            curves = [load_run(r.out) for r in exp_runs if r.row == sampler]
             finals = [c.points[-1] for c in curves]
             start = {k: float(np.mean([c.points[0][k] for c in curves])) for k in ("reward", "kl", "J")}
             xs = [p["pairs_labelled"] for p in curves[0].points]
@@ -192,7 +221,8 @@ def render_tables(results: dict, meta: dict) -> dict[str, str]:
             + ", ±".join(f"{s['mc_reward_ci95']:.3f}" for s in res["samplers"].values())
             + " and the KL's standard error "
             + ", ".join(f"{s['mc_kl_se']:.3f}" for s in res["samplers"].values())
-            + f" (in the order of the table). beta = {res['beta']}."
+            + f" (in the order of the table). beta = {res['beta']}"
+            + (" unless the row says otherwise (J then uses the row's beta)." if exp == "ablation" else ".")
         )
         curve_rows = [
             "| pairs labelled | " + " | ".join(res["samplers"]) + " |",
@@ -230,7 +260,7 @@ def draw_figures(runs: list[Run], out_dir: Path) -> list[Path]:
     from openrlhf_pilaf.cli.plot import make_figure
 
     written = []
-    for exp in sorted({r.experiment for r in runs}):
+    for exp in sorted({r.experiment for r in runs} - {"ablation"}):  # the ablation is a table only
         fig = make_figure([load_run(r.out) for r in runs if r.experiment == exp], title=f"demo task: {exp}")
         path = out_dir / f"{exp}_curves.png"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -268,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             lr=lr,
             beta=args.beta,
             max_new_tokens=max_new,
+            extra=run.extra,
         )
 
     from tqdm import tqdm
