@@ -14,19 +14,18 @@ from __future__ import annotations
 import logging
 import sys
 
+from openrlhf_pilaf.cli.common import setup_logging, user_errors
 from openrlhf_pilaf.demo.run import DemoConfig, run_demo
 from openrlhf_pilaf.utils.config_cli import parse_config
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(DemoConfig, argv, description=__doc__.split("\n\n")[0])
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)-8s %(message)s", level=logging.WARNING, datefmt="%Y-%m-%d %H:%M:%S"
-    )
+    setup_logging(logging.WARNING)
     logging.getLogger("openrlhf_pilaf.demo").setLevel(logging.INFO)
     try:
         run_demo(cfg)
-    except (ValueError, FileNotFoundError) as e:
+    except user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -37,6 +37,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar, Literal
 
+from openrlhf_pilaf.cli.common import setup_logging, user_errors
 from openrlhf_pilaf.utils.config_cli import add_dataclass_arguments, check_choices, dataclass_from_namespace, flag_name
 
 logger = logging.getLogger(__name__)
@@ -256,17 +257,12 @@ def _device() -> str:
 
 def load_eval_prompts(cfg: EvaluationConfig, tokenizer) -> list:
     """The prompts, formatted and tokenised exactly as the DPO launcher does (`online_dpo.prompts.load_prompts`)."""
+    from openrlhf_pilaf.trainer.online_dpo.openrlhf_args import data_namespace
     from openrlhf_pilaf.trainer.online_dpo.prompts import load_prompts
 
     # What OpenRLHF's PromptDataset reads of `strategy.args.data`, and what blending_datasets calls on the strategy.
-    data = SimpleNamespace(
-        input_key=cfg.data.input_key,
-        label_key=cfg.data.label_key,
-        apply_chat_template=cfg.data.apply_chat_template,
-        input_template=cfg.data.input_template,
-        image_key="images",
-    )
-    strategy = SimpleNamespace(args=SimpleNamespace(data=data), print=logger.info, is_rank_0=lambda: True)
+    args = SimpleNamespace(data=data_namespace(cfg.data))
+    strategy = SimpleNamespace(args=args, print=logger.info, is_rank_0=lambda: True)
     return load_prompts(
         strategy,
         tokenizer,
@@ -527,18 +523,14 @@ def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)-8s %(message)s", level=logging.INFO, datefmt="%Y-%m-%d %H:%M:%S"
-    )
+    setup_logging()
     argv = sys.argv[1:] if argv is None else argv
-    from openrlhf_pilaf.engines.rules import IncompatibleReferenceError
     from openrlhf_pilaf.oracle.scorers import ScorerError
-    from openrlhf_pilaf.utils.openrlhf_patches import PatchError
 
     try:
         cfg = parse_config(argv)
         result = run_evaluation(cfg)
-    except (ValueError, PatchError, IncompatibleReferenceError, FileNotFoundError) as e:
+    except user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ScorerError as e:

@@ -21,6 +21,7 @@ import argparse
 import logging
 import sys
 
+from openrlhf_pilaf.cli.common import setup_logging, user_errors
 from openrlhf_pilaf.trainer.online_dpo.config import (
     GROUPS,
     ActorAdamConfig,
@@ -94,19 +95,14 @@ def parse_config(argv: list[str]) -> OnlineDPOConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)-8s %(message)s", level=logging.INFO, datefmt="%Y-%m-%d %H:%M:%S"
-    )
+    setup_logging()
     argv = sys.argv[1:] if argv is None else argv
-    from openrlhf_pilaf.engines.rules import IncompatibleReferenceError
-    from openrlhf_pilaf.utils.openrlhf_patches import PatchError
-
     try:
         cfg = parse_config(argv)
         from openrlhf_pilaf.trainer.online_dpo.run import run_online_dpo
 
         run = run_online_dpo(cfg)
-    except (ValueError, PatchError, IncompatibleReferenceError, FileNotFoundError) as e:
+    except user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     awaiting = getattr(run.loop, "awaiting", None)

@@ -35,18 +35,22 @@ def ds_namespace(zero_stage: int, param_dtype: str, attn_implementation: str = "
     )
 
 
-def openrlhf_args(cfg: OnlineDPOConfig, *, reference_path: str) -> SimpleNamespace:
-    ds = ds_namespace(cfg.ds.zero_stage, cfg.ds.param_dtype, cfg.ds.attn_implementation)
-    data = SimpleNamespace(
-        input_key=cfg.data.input_key,
-        label_key=cfg.data.label_key,
-        apply_chat_template=cfg.data.apply_chat_template,
-        input_template=cfg.data.input_template,
+def data_namespace(data) -> SimpleNamespace:
+    """`args.data` as OpenRLHF's PromptDataset reads it, from any of our data configs (DPO's, evaluate's)."""
+    return SimpleNamespace(
+        input_key=data.input_key,
+        label_key=data.label_key,
+        apply_chat_template=data.apply_chat_template,
+        input_template=data.input_template,
         image_key="images",
     )
+
+
+def openrlhf_args(cfg: OnlineDPOConfig, *, reference_path: str) -> SimpleNamespace:
+    ds = ds_namespace(cfg.ds.zero_stage, cfg.ds.param_dtype, cfg.ds.attn_implementation)
     return SimpleNamespace(
         ds=ds,
-        data=data,
+        data=data_namespace(cfg.data),
         use_ms=False,  # blending_datasets reads it for hub dataset ids (ModelScope instead of the HF hub)
         train=SimpleNamespace(seed=cfg.train.seed, dynamic_batch_enable=False, full_determinism_enable=False),
         actor=SimpleNamespace(model_name_or_path=cfg.actor.model_name_or_path),
