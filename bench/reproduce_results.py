@@ -161,6 +161,47 @@ def labels_to_reach(points: list[tuple[float, float]], target: float) -> float |
     return points[-1][0] if points and points[-1][1] >= target else None
 
 
+def pair_diagnostics(run_dirs: list[Path]) -> dict[str, float]:
+    """What the labelled pairs of some runs carried: how often the two responses were the same text, how often
+    the gold rule could not tell them apart (a Bradley-Terry label is then a coin), the mean gold-reward gap,
+    and the generation cost per pair (policy + reference forwards)."""
+    same = tie = n = 0
+    gaps, forwards = [], []
+    for d in run_dirs:
+        for line in (d / "pairs.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            n += 1
+            same += row["token_ids_a"] == row["token_ids_b"]
+            tie += row["score_a"] == row["score_b"]
+            gaps.append(abs(row["score_a"] - row["score_b"]))
+            forwards.append(row["policy_forwards"] + row["reference_forwards"])
+    return {
+        "pairs": n,
+        "identical": same / n,
+        "gold_tie": tie / n,
+        "mean_gap": float(np.mean(gaps)),
+        "forwards_per_pair": float(np.mean(forwards)),
+    }
+
+
+def welch_p(a: list[float], b: list[float]) -> float:
+    """Two-sided p-value of Welch's t-test: do two samplers' final J differ across seeds?"""
+    from scipy import stats
+
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def detectable_difference(a: list[float], b: list[float]) -> float:
+    """The smallest difference of mean J that this many seeds detect with 80% power at a two-sided 5% level
+    (normal approximation with t quantiles at n_a + n_b - 2 degrees of freedom), from the seeds' spread:
+    a difference below it is not resolved by the experiment, whatever its sign."""
+    from scipy import stats
+
+    se = math.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
+    df = len(a) + len(b) - 2
+    return float((stats.t.ppf(0.975, df) + stats.t.ppf(0.8, df)) * se)
+
+
 def analyse(runs: list[Run], beta: float) -> dict:
     from openrlhf_pilaf.analysis.runs import load_run
 
@@ -183,11 +224,17 @@ def analyse(runs: list[Run], beta: float) -> dict:
                 "j_curve": list(zip(xs, mean_j, strict=True)),
                 "mc_reward_ci95": float(np.mean([f["reward_ci95"] for f in finals])),
                 "mc_kl_se": float(np.mean([f["kl_se"] for f in finals])),
+                "final_J_per_seed": [float(f["J"]) for f in finals],
+                "pairs": pair_diagnostics([r.out for r in exp_runs if r.row == sampler]),
             }
         target_from = "vanilla" if "vanilla" in per_sampler else next(iter(per_sampler))
         target = per_sampler[target_from]["J"][0]
         for s in per_sampler.values():
             s["labels_to_reach_target"] = labels_to_reach(s["j_curve"], target)
+            base = per_sampler[target_from]["final_J_per_seed"]
+            other = s is not per_sampler[target_from]
+            s["p_vs_target_from"] = welch_p(s["final_J_per_seed"], base) if other else None
+            s["detectable_vs_target_from"] = detectable_difference(s["final_J_per_seed"], base) if other else None
         out[exp] = {"samplers": per_sampler, "target_J": target, "target_from": target_from, "beta": beta}
     return out
 
@@ -205,6 +252,7 @@ def render_tables(results: dict, meta: dict) -> dict[str, str]:
             f"{res['target_J']:.3f} ({res['target_from']}'s final) |",
             "|---|---|---|---|---|---|---|",
         ]
+        base_j = res["samplers"][res["target_from"]]["J"][0]
         for name, s in res["samplers"].items():
             reach = s["labels_to_reach_target"]
             rows.append(
@@ -233,7 +281,22 @@ def render_tables(results: dict, meta: dict) -> dict[str, str]:
             curve_rows.append(
                 f"| {x} | " + " | ".join(f"{s['j_curve'][i][1]:.3f}" for s in res["samplers"].values()) + " |"
             )
+        diag = [
+            f"| {'variant' if exp == 'ablation' else 'sampler'} | final J, per seed "
+            f"| J - {res['target_from']}'s | p (Welch) | detectable at 80% power "
+            "| pairs with identical responses | pairs the gold rule ties | mean gold gap | forwards per pair |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, s in res["samplers"].items():
+            d, p, mde = s["pairs"], s["p_vs_target_from"], s["detectable_vs_target_from"]
+            per_seed = ", ".join(f"{j:.2f}" for j in s["final_J_per_seed"])
+            diag.append(
+                f"| {name} | {per_seed} | {s['J'][0] - base_j:+.3f} | {'-' if p is None else f'{p:.3f}'} "
+                f"| {'-' if mde is None else f'{mde:.3f}'} "
+                f"| {d['identical']:.1%} | {d['gold_tie']:.1%} | {d['mean_gap']:.2f} | {d['forwards_per_pair']:.2f} |"
+            )
         blocks[f"{exp}_table"] = "\n".join(rows)
+        blocks[f"{exp}_diagnostics"] = "\n".join(diag)
         blocks[f"{exp}_j_curve"] = "\n".join(curve_rows)
     blocks["paper_table2"] = "\n".join(
         ["| method | reward | KL | J |", "|---|---|---|---|"]
@@ -279,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     sft = {"seed": defaults["sft_seed"], "sft_steps": defaults["sft_steps"]}
     setups = {"main": prepare_demo(args.cache_dir, **sft)}
+    setups["ablation"] = setups["main"]  # the ablation changes one setting from the main experiment's start
     if "overfit" in args.experiments:
         setups["overfit"] = prepare_demo(args.cache_dir, **sft, overfit=True)
     runs = plan_runs(args)
