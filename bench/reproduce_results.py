@@ -49,15 +49,23 @@ PAPER_TABLE2 = {  # Feng et al. 2025, Table 2 (iterative DPO, Llama-3.1-8B, HH-R
 }
 
 
-#: The ablation's variants: name -> (sampler, launcher flags changed from the main experiment's).
-ABLATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "vanilla, argmax labels": ("vanilla", ("--oracle.labels", "argmax")),
-    "pilaf, argmax labels": ("pilaf", ("--oracle.labels", "argmax")),
-    "pilaf, mix_prob 0": ("pilaf", ("--pilaf.mix_prob", "0")),
-    "pilaf, w = 2 beta": ("pilaf", ("--pilaf.w", "0.2")),
-    "vanilla, beta 0.3": ("vanilla", ("--dpo.beta", "0.3")),
-    "pilaf, beta 0.3": ("pilaf", ("--dpo.beta", "0.3")),
+#: The ablation's variants: name -> (sampler, launcher flags changed from the main experiment's, the row it is
+#: compared with as (experiment, row), or None for a variant that is itself a baseline).
+ABLATIONS: dict[str, tuple[str, tuple[str, ...], tuple[str, str] | None]] = {
+    "vanilla, argmax labels": ("vanilla", ("--oracle.labels", "argmax"), None),
+    "pilaf, argmax labels": ("pilaf", ("--oracle.labels", "argmax"), ("ablation", "vanilla, argmax labels")),
+    "pilaf, mix_prob 0": ("pilaf", ("--pilaf.mix_prob", "0"), ("main", "vanilla")),
+    "pilaf, w = 2 beta": ("pilaf", ("--pilaf.w", "0.2"), ("main", "vanilla")),
+    "vanilla, beta 0.3": ("vanilla", ("--dpo.beta", "0.3"), None),
+    "pilaf, beta 0.3": ("pilaf", ("--dpo.beta", "0.3"), ("ablation", "vanilla, beta 0.3")),
 }
+
+
+def baseline_of(experiment: str, row: str) -> tuple[str, str] | None:
+    """The (experiment, row) a row's J is compared with: vanilla of its own experiment, or the ablation's choice."""
+    if experiment == "ablation":
+        return ABLATIONS[row][2]
+    return None if row == "vanilla" else (experiment, "vanilla")
 
 
 @dataclass(frozen=True)
@@ -108,7 +116,7 @@ def plan_runs(args) -> list[Run]:
     runs = []
     for exp in args.experiments:
         if exp == "ablation":
-            for i, (label, (sampler, extra)) in enumerate(ABLATIONS.items()):
+            for i, (label, (sampler, extra, _)) in enumerate(ABLATIONS.items()):
                 for seed in range(1, args.ablation_seeds + 1):
                     out = args.out / exp / f"v{i}_{sampler}_s{seed}"
                     runs.append(Run(exp, sampler, seed, out, label=label, extra=extra))
@@ -139,6 +147,11 @@ def run_one(run: Run, argv: list[str]) -> float:
     if proc.returncode != 0:
         raise RuntimeError(f"{run.out}: the launcher exited {proc.returncode}; see {run.out / 'launcher.log'}")
     return time.perf_counter() - t0
+
+
+def run_seconds(run: Run) -> float:
+    """A finished run's wall time, from its directory: the launcher writes config.json first, final/ last."""
+    return (run.out / "final" / "config.json").stat().st_mtime - (run.out / "config.json").stat().st_mtime
 
 
 def t_interval(values: list[float]) -> tuple[float, float]:
@@ -227,15 +240,19 @@ def analyse(runs: list[Run], beta: float) -> dict:
                 "final_J_per_seed": [float(f["J"]) for f in finals],
                 "pairs": pair_diagnostics([r.out for r in exp_runs if r.row == sampler]),
             }
-        target_from = "vanilla" if "vanilla" in per_sampler else next(iter(per_sampler))
-        target = per_sampler[target_from]["J"][0]
-        for s in per_sampler.values():
-            s["labels_to_reach_target"] = labels_to_reach(s["j_curve"], target)
-            base = per_sampler[target_from]["final_J_per_seed"]
-            other = s is not per_sampler[target_from]
-            s["p_vs_target_from"] = welch_p(s["final_J_per_seed"], base) if other else None
-            s["detectable_vs_target_from"] = detectable_difference(s["final_J_per_seed"], base) if other else None
-        out[exp] = {"samplers": per_sampler, "target_J": target, "target_from": target_from, "beta": beta}
+        out[exp] = {"samplers": per_sampler, "beta": beta}
+    for exp, res in out.items():  # comparisons, once every experiment is in (the ablation's refer to main)
+        for row, s in res["samplers"].items():
+            base = baseline_of(exp, row)
+            s["baseline"] = None
+            if base is None or base[0] not in out:
+                continue
+            b = out[base[0]]["samplers"][base[1]]
+            s["baseline"] = base[1] if base[0] == exp else f"{base[1]} ({base[0]})"
+            s["J_minus_baseline"] = s["J"][0] - b["J"][0]
+            s["labels_to_reach_baseline"] = labels_to_reach(s["j_curve"], b["J"][0])
+            s["p_vs_baseline"] = welch_p(s["final_J_per_seed"], b["final_J_per_seed"])
+            s["detectable_vs_baseline"] = detectable_difference(s["final_J_per_seed"], b["final_J_per_seed"])
     return out
 
 
@@ -248,16 +265,18 @@ def render_tables(results: dict, meta: dict) -> dict[str, str]:
     blocks = {}
     for exp, res in results.items():
         rows = [
-            "| sampler | seeds | reward | KL | J | pairs labelled | pairs to reach J = "
-            f"{res['target_J']:.3f} ({res['target_from']}'s final) |",
+            "| sampler | seeds | reward | KL | J | pairs labelled | pairs to reach the final J of |",
             "|---|---|---|---|---|---|---|",
         ]
-        base_j = res["samplers"][res["target_from"]]["J"][0]
         for name, s in res["samplers"].items():
-            reach = s["labels_to_reach_target"]
+            if s["baseline"] is None:
+                reach = "-"
+            else:
+                n = s["labels_to_reach_baseline"]
+                reach = f"{s['baseline']}: {'not reached' if n is None else f'{n:.0f}'}"
             rows.append(
                 f"| {name} | {s['seeds']} | {_pm(s['reward'])} | {_pm(s['kl'])} | {_pm(s['J'])} | "
-                f"{s['pairs_labelled']} | {'not reached' if reach is None else f'{reach:.0f}'} |"
+                f"{s['pairs_labelled']} | {reach} |"
             )
         start = next(iter(res["samplers"].values()))["start"]
         rows.append("")
@@ -283,16 +302,22 @@ def render_tables(results: dict, meta: dict) -> dict[str, str]:
             )
         diag = [
             f"| {'variant' if exp == 'ablation' else 'sampler'} | final J, per seed "
-            f"| J - {res['target_from']}'s | p (Welch) | detectable at 80% power "
+            "| compared with | J difference | p (Welch) | detectable at 80% power "
             "| pairs with identical responses | pairs the gold rule ties | mean gold gap | forwards per pair |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, s in res["samplers"].items():
-            d, p, mde = s["pairs"], s["p_vs_target_from"], s["detectable_vs_target_from"]
+            d = s["pairs"]
             per_seed = ", ".join(f"{j:.2f}" for j in s["final_J_per_seed"])
+            if s["baseline"] is None:
+                comparison = "- | - | - | -"
+            else:
+                comparison = (
+                    f"{s['baseline']} | {s['J_minus_baseline']:+.3f} | {s['p_vs_baseline']:.3f} "
+                    f"| {s['detectable_vs_baseline']:.3f}"
+                )
             diag.append(
-                f"| {name} | {per_seed} | {s['J'][0] - base_j:+.3f} | {'-' if p is None else f'{p:.3f}'} "
-                f"| {'-' if mde is None else f'{mde:.3f}'} "
+                f"| {name} | {per_seed} | {comparison} "
                 f"| {d['identical']:.1%} | {d['gold_tie']:.1%} | {d['mean_gap']:.2f} | {d['forwards_per_pair']:.2f} |"
             )
         blocks[f"{exp}_table"] = "\n".join(rows)
@@ -376,7 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     results = analyse(runs, args.beta)
     meta = {
         "machine": f"{cpu_name()}, {os.cpu_count()} cores, no GPU",
-        "runs": f"{len(runs)} ({args.workers} at once, one torch thread each), wall {time.perf_counter() - t0:.0f} s",
+        "runs": f"{len(runs)} ({args.workers} at once, one torch thread each); per run "
+        f"{min(map(run_seconds, runs)):.0f}-{max(map(run_seconds, runs)):.0f} s, "
+        f"{sum(map(run_seconds, runs)) / 60:.0f} min in all (from the run directories); "
+        f"this invocation {time.perf_counter() - t0:.0f} s",
         "per run": f"{args.steps} online steps x {args.pairs_per_step} pairs (= {args.steps * args.pairs_per_step} "
         f"pairs, {2 * args.steps * args.pairs_per_step} labels), --engine torch, lr {lr}, beta {args.beta}, "
         f"at most {max_new} new tokens, evaluation every {args.eval_every} steps on {args.eval_prompts} held-out "

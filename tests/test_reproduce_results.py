@@ -12,6 +12,7 @@ from scipy import stats
 
 from bench.reproduce_results import (
     ABLATIONS,
+    baseline_of,
     detectable_difference,
     labels_to_reach,
     make_parser,
@@ -84,3 +85,8 @@ def test_plan_gives_every_run_its_own_directory_and_the_ablation_its_flag(tmp_pa
     ablation = [r for r in runs if r.experiment == "ablation"]
     assert {r.row for r in ablation} == set(ABLATIONS)
     assert all(r.extra == ABLATIONS[r.row][1] and r.sampler == ABLATIONS[r.row][0] for r in ablation)
+    rows = {(r.experiment, r.row) for r in runs}
+    for r in runs:
+        base = baseline_of(r.experiment, r.row)
+        assert base is None or base in rows, (r.row, base)
+        assert (base is None) == (r.sampler == "vanilla")  # every PILAF row is judged against a vanilla one
