@@ -201,8 +201,13 @@ def test_tiny_demo_on_the_torch_engine_writes_table_summary_and_plot(tmp_path, c
         rows = (out / "runs" / s["sampler"] / "pairs.jsonl").read_text().splitlines()
         assert len(rows) == 4
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # a second run replaces the demo's own run directories (and only those)
+    # a second run replaces the demo's own run directories (and only those), and on the torch engine the
+    # fixed seeds repeat it exactly
     assert main(argv) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert [(s["start"], s["final"]) for s in again["samplers"]] == [
+        (s["start"], s["final"]) for s in summary["samplers"]
+    ]
 
 
 @pytest.mark.parametrize("engine", ["torch", "vllm"])
