@@ -188,8 +188,9 @@ def test_tiny_demo_on_the_torch_engine_writes_table_summary_and_plot(tmp_path, c
     argv += ["--demo.max_new_tokens", "8", "--demo.eval_samples_per_prompt", "2"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "| sampler | reward ± ci95 | KL ± 1.96 se | J | pairs labelled | seconds |" in printed
+    assert "| sampler | reward ± ci95 | KL ± 1.96 se | J | pairs labelled | labels spent | seconds |" in printed
     assert "| vanilla |" in printed and "| pilaf |" in printed
+    assert printed.count("| 4 | 8 |") == 2  # each sampler: 2 steps x 2 pairs labelled, two labels a pair
     summary = json.loads((out / "summary.json").read_text())
     assert [s["sampler"] for s in summary["samplers"]] == ["vanilla", "pilaf"]
     for s in summary["samplers"]:

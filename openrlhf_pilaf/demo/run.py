@@ -312,20 +312,20 @@ def _pm(value: float | None, err: float | None) -> str:
 
 def format_table(results: list[SamplerResult], cfg: DemoConfig) -> str:
     """The markdown table of the final evaluation per sampler, after the shared start."""
-    head = "| sampler | reward ± ci95 | KL ± 1.96 se | J | pairs labelled | seconds |"
-    lines = ["", head, "|---|---|---|---|---|---|"]
+    head = "| sampler | reward ± ci95 | KL ± 1.96 se | J | pairs labelled | labels spent | seconds |"
+    lines = ["", head, "|---|---|---|---|---|---|---|"]
 
-    def row(name, ev, pairs, secs):
+    def row(name, ev, pairs, labels, secs):
         kl_err = 1.96 * ev["kl_se"] if ev.get("kl_se") is not None else None
         lines.append(
             f"| {name} | {_pm(ev['reward'], ev.get('reward_ci95'))} | {_pm(ev['kl'], kl_err)} | {ev['J']:+.3f} "
-            f"| {pairs} | {secs} |"
+            f"| {pairs} | {labels} | {secs} |"
         )
 
     if results:
-        row("start (SFT)", results[0].start, 0, "-")
+        row("start (SFT)", results[0].start, 0, 0, "-")
     for r in results:
-        row(r.sampler, r.final, r.pairs_labelled, f"{r.seconds:.0f}")
+        row(r.sampler, r.final, r.pairs_labelled, r.labels_spent, f"{r.seconds:.0f}")
     n = int(results[0].final["n"]) if results else 0
     lines.append(
         f"\nafter {cfg.steps} steps x {cfg.pairs_per_step} pairs per sampler; {n} held-out responses per evaluation. "
