@@ -226,10 +226,11 @@ def _run_openrlhf(openrlhf_argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the launch; refusals print `error: ...` on stderr (no traceback) and return 2."""
+    from openrlhf_pilaf.cli.common import setup_logging
     from openrlhf_pilaf.utils.openrlhf_patches import PatchError
     from openrlhf_pilaf.utils.ray_resources import InsufficientResourcesError
 
-    logging.basicConfig(format="%(asctime)s %(levelname)-8s %(message)s", level=logging.INFO)
+    setup_logging()
     argv = sys.argv[1:] if argv is None else argv
     if "-h" in argv or "--help" in argv:
         make_parser().print_help()

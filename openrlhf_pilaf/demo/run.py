@@ -61,11 +61,8 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        for name in ("steps", "pairs_per_step", "max_new_tokens", "eval_every", "eval_prompts"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{flag_name(type(self), name)} must be an integer >= 1, got {v!r}")
-        for name in ("eval_samples_per_prompt", "sft_steps"):
+        counts = ("steps", "pairs_per_step", "max_new_tokens", "eval_every", "eval_prompts", "eval_samples_per_prompt")
+        for name in (*counts, "sft_steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{flag_name(type(self), name)} must be an integer >= 1, got {v!r}")
@@ -105,9 +102,9 @@ def weights_fingerprint(parts) -> str:
     h = hashlib.sha256(parts.learner.weights_sha256().encode())
     raw = parts.raw_engine
     if hasattr(raw, "policy"):  # the PyTorch interpolated engine
-        for name, p in sorted(raw.policy.named_parameters()):
-            h.update(name.encode())
-            h.update(p.detach().float().cpu().numpy().tobytes())
+        from openrlhf_pilaf.utils.tensor_hash import tensors_sha256
+
+        h.update(tensors_sha256(raw.policy.named_parameters())[0].encode())
         return h.hexdigest()
     import asyncio
 

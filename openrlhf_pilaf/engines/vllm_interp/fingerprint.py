@@ -12,24 +12,19 @@ from __future__ import annotations
 import hashlib
 import itertools
 
-import torch
 from torch import nn
+
+from openrlhf_pilaf.utils.tensor_hash import tensors_sha256
 
 
 def module_fingerprint(module: nn.Module) -> dict[str, str | int]:
-    tensors = hashlib.sha256()
-    count = 0
-    for name, t in itertools.chain(module.named_parameters(), module.named_buffers()):
-        data = t.detach().contiguous().reshape(-1).view(torch.uint8).cpu()
-        tensors.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        tensors.update(data.numpy().tobytes())
-        count += 1
+    tensors, count = tensors_sha256(itertools.chain(module.named_parameters(), module.named_buffers()))
     kernels = hashlib.sha256()
     for name, sub in module.named_modules():
         packed = sub.__dict__.get("cpu_linear")
         if packed is not None:
             kernels.update(f"{name}|{id(packed)}|".encode())
-    return {"tensors_sha256": tensors.hexdigest(), "num_tensors": count, "cpu_kernels_sha256": kernels.hexdigest()}
+    return {"tensors_sha256": tensors, "num_tensors": count, "cpu_kernels_sha256": kernels.hexdigest()}
 
 
 def model_fingerprints(model: nn.Module) -> dict[str, dict[str, str | int]]:

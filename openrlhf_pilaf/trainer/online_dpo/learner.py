@@ -108,13 +108,9 @@ class DPOLearner:
     def weights_sha256(self) -> str:
         """SHA-256 over every parameter (name, dtype, shape, bytes): to check that a checkpoint load restored
         exactly the weights saved (every rank must call it under ZeRO-3, as for a sync)."""
-        import hashlib
+        from openrlhf_pilaf.utils.tensor_hash import tensors_sha256
 
-        h = hashlib.sha256()
-        for name, t in self.named_weights():
-            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-            h.update(t.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy().tobytes())
-        return h.hexdigest()
+        return tensors_sha256(self.named_weights())[0]
 
     def save_checkpoint(self, ckpt_dir: str, tag: str, max_num: int, client_state: dict) -> None:
         self.strategy.save_ckpt(self.model.model, ckpt_dir, tag=tag, max_num=max_num, client_state=client_state)
