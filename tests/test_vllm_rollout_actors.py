@@ -250,3 +250,42 @@ def test_no_patch_adds_the_old_create_vllm_engines_hooks():
     for patch in patch_files():
         added = [line for line in Path(patch).read_text().splitlines() if line.startswith("+")]
         assert not any("worker_extension_cls" in line or "engine_kwargs" in line for line in added), patch.name
+
+
+def _openrlhf_positional_args() -> tuple:
+    """create_vllm_engines' positional arguments as OpenRLHF 0.11.2's train_ppo_ray passes them (L67-83)."""
+    # num_engines, tensor_parallel_size, pretrain, seed, full_determinism, enable_prefix_caching, enforce_eager,
+    # max_model_len, shared_pg, gpu_memory_utilization, vllm_enable_sleep, logprobs_mode
+    return (2, 1, "pol", 7, False, True, True, 96, None, 0.9, False, "processed_logprobs")
+
+
+def test_stands_in_for_openrlhfs_create_vllm_engines_with_its_signature():
+    import inspect
+
+    from openrlhf.trainer.ray import vllm_engine
+
+    def params(fn):
+        return [(p.name, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    assert params(ra.create_vllm_engines_like_openrlhf) == params(vllm_engine.create_vllm_engines)
+
+
+def test_openrlhf_ppo_arguments_start_our_engines_with_openrlhfs_engine_settings(fake_ray):
+    engines = ra.create_vllm_engines_like_openrlhf(
+        *_openrlhf_positional_args(), agent_func_path=None, remote_rm_url="http://rm", max_images_per_prompt=0
+    )
+    assert engines == ["engine-0", "engine-1"]
+    assert fake_ray.groups == [([{"CPU": 1}, {"CPU": 1}], "PACK")]
+    for i, (_, kwargs) in enumerate(fake_ray.actor.created):
+        assert kwargs["worker_extension_cls"] == PILAF_WORKER_EXTENSION  # OpenRLHF's would be its WorkerWrap
+        assert (kwargs["dtype"], kwargs["trust_remote_code"]) == ("bfloat16", True)  # as create_vllm_engines
+        assert (kwargs["seed"], kwargs["max_model_len"], kwargs["model"]) == (7 + i, 96, "pol")
+        assert (kwargs["enable_prefix_caching"], kwargs["enforce_eager"]) == (True, True)
+        assert (kwargs["gpu_memory_utilization"], kwargs["remote_rm_url"]) == (0.9, "http://rm")
+        assert (kwargs["logprobs_mode"], kwargs["max_logprobs"]) == ("processed_logprobs", 1)
+
+
+def test_multimodal_ppo_rollouts_are_refused_naming_the_flag(fake_ray):
+    with pytest.raises(ValueError, match=r"--data.max_images_per_prompt 2: multimodal"):
+        ra.create_vllm_engines_like_openrlhf(*_openrlhf_positional_args(), max_images_per_prompt=2)
+    assert fake_ray.actor.created == []

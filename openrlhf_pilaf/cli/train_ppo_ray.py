@@ -3,7 +3,10 @@
 OpenRLHF's own PPO entry point, with a SALSA soup as the KL reference: the soup is built on the
 driver first, the reference actor loads it (OpenRLHF 0.11.2 would load the actor path), and with
 `--salsa.init_policy` the policy and the vLLM engines start from it too. Every other flag goes
-to OpenRLHF unchanged. Without `--salsa.ingredients` this is plain `openrlhf.cli.train_ppo_ray`.
+to OpenRLHF unchanged. Without `--salsa.ingredients` this is OpenRLHF's `train_ppo_ray` with one
+change: its vLLM engines are OpenRLHF's `RolloutRayActor`s started by our `create_rollout_engines`
+(`our_rollout_engines_in_openrlhf`), whose worker extension syncs weights into vLLM's CPU backend
+whatever GEMM kernels it packed the weights for (OpenRLHF's own `WorkerWrap` cannot there).
 
 Before anything is built, the installed OpenRLHF (and on the CPU stack, our patches) are checked.
 Once OpenRLHF's `train()` has connected to Ray, a pre-flight compares the GPUs its flags ask for
@@ -12,8 +15,8 @@ with the cluster's and refuses at once, naming the flags, where Ray would wait f
 On CPU (no CUDA, no RAY_ADDRESS) the launcher starts Ray itself, without GPUs and with a logical
 CPU per rank plus one for the PPO controller (OpenRLHF's plain `ray.init()` would give only
 `os.cpu_count()`). On a cluster without GPUs patch 0005 places every group (actor, critic,
-reference, reward model; patch 0004 the vLLM engines) on CPU bundles of 1 CPU, and the PPO
-actor, critic, replay buffer and vLLM weight receiver use the CPU where there is no CUDA; the
+reference, reward model; our engine start the vLLM engines) on CPU bundles of 1 CPU, and the PPO
+actor, critic and replay buffer use the CPU where there is no CUDA; the
 pre-flight then checks the patches and the ranks against the cluster's CPUs. Measured on 2 cores:
 the tiny suite, 1 engine, 2 PPO steps, in about 2 minutes (tests/test_salsa_ppo_launcher.py).
 Exit status: 0 trained, 2 refused (bad flags, a soup that cannot be built, unsupported OpenRLHF or
@@ -42,6 +45,7 @@ PROG = "python -m openrlhf_pilaf.cli.train_ppo_ray"
 OPENRLHF_ENTRY = "openrlhf.cli.train_ppo_ray"
 ACTOR_FLAG = "--actor.model_name_or_path"
 KL_FLAG = "--algo.kl.init_coef"
+IMAGES_FLAG = "--data.max_images_per_prompt"
 OPENRLHF_DEFAULT_KL = 0.01  # cli/train_ppo_ray.py:438 in 0.11.2
 # Actors outside the model groups that need a free CPU to be scheduled: the PPOTrainer controller.
 PPO_CONTROLLERS = 1
@@ -64,6 +68,12 @@ def prepare_launch(argv: list[str]) -> PPOLaunch:
     """Split our flags from OpenRLHF's, build the soup, and rewrite OpenRLHF's argv where needed."""
     ns, rest = make_parser().parse_known_args(argv)
     salsa = dataclass_from_namespace(SalsaConfig, ns)
+    images = flag_value(rest, IMAGES_FLAG)
+    if images is not None and images != "0":
+        raise ValueError(
+            f"{IMAGES_FLAG} {images}: multimodal rollouts are not supported by openrlhf-pilaf's engines; "
+            f"run OpenRLHF's own `python -m {OPENRLHF_ENTRY}` for them"
+        )
     if not salsa.enabled:
         return PPOLaunch(rest, salsa, None)
     kl = float(flag_value(rest, KL_FLAG) or OPENRLHF_DEFAULT_KL)
@@ -157,6 +167,29 @@ def start_cpu_ray(args, init_kwargs: dict) -> None:
 
 
 @contextlib.contextmanager
+def our_rollout_engines_in_openrlhf() -> Iterator[None]:
+    """OpenRLHF's `train()` starts its vLLM engines through ours (`create_vllm_engines_like_openrlhf`).
+
+    The entry module imports `create_vllm_engines` from `openrlhf.trainer.ray` when it is executed, so
+    replacing the package's attribute (and the defining module's, for anything that reads it there)
+    before runpy makes PPO's engines run our worker extension: its weight sync reloads into whatever
+    GEMM layout vLLM's CPU backend chose, where OpenRLHF's `WorkerWrap` fails or leaves packed weights
+    stale. On GPU the sync is OpenRLHF's own (the extension subclasses `WorkerWrap`).
+    """
+    import openrlhf.trainer.ray as openrlhf_ray
+    from openrlhf.trainer.ray import vllm_engine
+
+    from openrlhf_pilaf.engines.vllm_rollout_actors import create_vllm_engines_like_openrlhf
+
+    saved = openrlhf_ray.create_vllm_engines, vllm_engine.create_vllm_engines
+    openrlhf_ray.create_vllm_engines = vllm_engine.create_vllm_engines = create_vllm_engines_like_openrlhf
+    try:
+        yield
+    finally:
+        openrlhf_ray.create_vllm_engines, vllm_engine.create_vllm_engines = saved
+
+
+@contextlib.contextmanager
 def preflight_in_openrlhf_train() -> Iterator[None]:
     """Run `resource_preflight` inside OpenRLHF's `train()`, right after its `ray.init`.
 
@@ -214,7 +247,7 @@ def _run_openrlhf(openrlhf_argv: list[str]) -> None:
     saved_argv = sys.argv
     sys.argv = [OPENRLHF_ENTRY, *openrlhf_argv]
     try:
-        with preflight_in_openrlhf_train():
+        with preflight_in_openrlhf_train(), our_rollout_engines_in_openrlhf():
             runpy.run_module(OPENRLHF_ENTRY, run_name="__main__", alter_sys=True)
     except BaseException:
         if ours and ray.is_initialized():

