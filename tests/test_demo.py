@@ -211,7 +211,7 @@ def test_tiny_demo_on_the_torch_engine_writes_table_summary_and_plot(tmp_path, c
     ]
 
 
-@pytest.mark.parametrize("engine", ["torch", "vllm"])
+@pytest.mark.parametrize("engine", ["torch", pytest.param("vllm", marks=pytest.mark.vllm)])
 def test_every_sampler_starts_from_the_same_policy(tmp_path, cache_root, demo_setup, engine):
     """The second sampler starts where the first did: its step-0 KL to the reference is ~0 (it would be the
     first sampler's trained KL without the reset), and the reset's weight check passed (the run ended)."""

@@ -245,15 +245,47 @@ def test_main_checks_the_openrlhf_install_before_building(monkeypatch, tmp_path,
 
     def missing(cpu_stack):
         seen["cpu_stack"] = cpu_stack
-        raise openrlhf_patches.PatchError("0004 is not applied; run `openrlhf-pilaf-patch`")
+        raise openrlhf_patches.PatchError("0005 is not applied; run `openrlhf-pilaf-patch`")
 
     monkeypatch.setattr(openrlhf_patches, "require_patches", missing)
     argv = ["--salsa.ingredients", str(tiny_suite.policy), str(tiny_suite.policy_alt)]
     argv += ["--salsa.output", str(tmp_path / "soup"), "--actor.model_name_or_path", str(tiny_suite.policy)]
     assert main(argv) == 2
-    assert "error: 0004 is not applied; run `openrlhf-pilaf-patch`" in capsys.readouterr().err
+    assert "error: 0005 is not applied; run `openrlhf-pilaf-patch`" in capsys.readouterr().err
     assert seen["cpu_stack"] is (not torch.cuda.is_available())
     assert not (tmp_path / "soup").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--data.max_len", "2048"],  # the tiny models have 512 positions
+            "error: --data.max_len 2048 exceeds the context of --actor.model_name_or_path",
+        ),
+        (["--data.input_key", "input"], "error: --data.input_key 'input': no such key in the rows"),
+    ],
+)
+def test_user_errors_in_openrlhf_flags_are_refused_before_ray_starts(flags, message, tiny_suite, tmp_path):
+    """As a user runs it: our pre-flight inside OpenRLHF's train() names the flag, exit 2, no Ray, no traceback."""
+    from openrlhf_pilaf.testing.prompts import write_prompts
+
+    prompts = write_prompts(tmp_path / "prompts.jsonl", n=4)
+    argv = ["--actor.model_name_or_path", str(tiny_suite.policy), "--reward.model_name_or_path", str(tiny_suite.reward)]
+    argv += ["--data.prompt_dataset", str(prompts), "--data.input_key", "prompt", "--data.max_len", "64"]
+    argv += ["--rollout.max_new_tokens", "8", "--vllm.num_engines", "1", *flags]  # a later flag wins
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    run = subprocess.run(
+        [sys.executable, "-m", "openrlhf_pilaf.cli.train_ppo_ray", *argv],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
+        env=env,
+    )
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert message in run.stderr, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr and "starting a local Ray" not in run.stderr
 
 
 @pytest.mark.vllm

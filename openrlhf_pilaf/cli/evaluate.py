@@ -19,8 +19,8 @@ recomputed by teacher-forced forwards of the Hugging Face policy and reference (
 because vLLM's own policy log-probs differ from a Hugging Face forward by kernel noise that would not
 cancel against the reference's. A policy evaluated against itself therefore has KL exactly 0.
 
-Exit status: 0 done; 2 refused (bad flags, missing files, incompatible tokenizers, missing patches);
-1 the scorer failed.
+Exit status: 0 done; 2 refused (bad flags, missing files, a length the models cannot hold, a
+`--data.input_key` the rows lack, incompatible tokenizers, missing patches); 1 the scorer failed.
 """
 
 from __future__ import annotations
@@ -72,12 +72,9 @@ def _positive_number(obj: Any, name: str, high: float | None = None) -> None:
 
 def _checkpoint_dir(obj: Any, name: str) -> None:
     """A local Hugging Face checkpoint: refused here, before anything loads, rather than deep inside transformers."""
-    path = Path(getattr(obj, name))
-    flag = _flag(type(obj), name)
-    if not path.is_dir():
-        raise ValueError(f"{flag} {str(path)!r}: no such directory (give a local Hugging Face checkpoint)")
-    if not (path / "config.json").is_file():
-        raise ValueError(f"{flag} {str(path)!r}: not a Hugging Face checkpoint (no config.json)")
+    from openrlhf_pilaf.utils.model_limits import check_checkpoint_dir
+
+    check_checkpoint_dir(_flag(type(obj), name), getattr(obj, name))
 
 
 def is_remote_reward(spec: str) -> bool:
@@ -151,8 +148,10 @@ class EvaluateConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"{_flag(EvaluateConfig, 'seed')} must be an integer, got {self.seed!r}")
         _positive_number(self, "reward_timeout")
-        if Path(self.out).is_dir():
-            raise ValueError(f"{_flag(EvaluateConfig, 'out')} {self.out!r} is a directory; name the JSON file")
+        # Written last, after every response is sampled and scored: a place that cannot take it is refused now.
+        from openrlhf_pilaf.utils.launch_checks import check_writable_file
+
+        check_writable_file(_flag(EvaluateConfig, "out"), self.out)
 
 
 @dataclass
@@ -167,13 +166,21 @@ class EvalDataConfig:
             "aliases": ("--data",),
         }
     )
-    input_key: str = field(default="input", metadata={"help": "JSON key of the prompt"})
+    input_key: str = field(
+        default="input", metadata={"help": "JSON key of the prompt (refused, listing the rows' keys, if they lack it)"}
+    )
     label_key: str | None = field(default=None, metadata={"help": "JSON key of a label passed to the reward"})
     input_template: str | None = field(default=None, metadata={"help": "format string around the prompt"})
     apply_chat_template: bool = field(default=False, metadata={"help": "apply the tokenizer's chat template"})
     split: str = field(default="train", metadata={"help": "dataset split"})
     max_samples: int = field(default=100_000_000, metadata={"help": "prompts taken from the dataset at most"})
-    max_len: int = field(default=2048, metadata={"help": "prompt + response tokens at most (longer prompts skipped)"})
+    max_len: int = field(
+        default=2048,
+        metadata={
+            "help": "prompt + response tokens at most (longer prompts skipped; vLLM's max_model_len). Must fit the "
+            "context of --model, --ref and a --reward model (config.json): refused otherwise, never shrunk"
+        },
+    )
 
     def __post_init__(self) -> None:
         for part in self.dataset.split(","):
@@ -255,23 +262,53 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_eval_prompts(cfg: EvaluationConfig, tokenizer) -> list:
-    """The prompts, formatted and tokenised exactly as the DPO launcher does (`online_dpo.prompts.load_prompts`)."""
+def eval_strategy(cfg: EvaluationConfig) -> SimpleNamespace:
+    """What OpenRLHF's PromptDataset reads of `strategy.args.data`, and what blending_datasets calls on the strategy."""
     from openrlhf_pilaf.trainer.online_dpo.openrlhf_args import data_namespace
-    from openrlhf_pilaf.trainer.online_dpo.prompts import load_prompts
 
-    # What OpenRLHF's PromptDataset reads of `strategy.args.data`, and what blending_datasets calls on the strategy.
-    args = SimpleNamespace(data=data_namespace(cfg.data))
-    strategy = SimpleNamespace(args=args, print=logger.info, is_rank_0=lambda: True)
-    return load_prompts(
-        strategy,
-        tokenizer,
-        cfg.data.dataset,
-        probs=None,
-        split=cfg.data.split,
-        max_samples=cfg.data.max_samples,
-        seed=cfg.evaluate.seed,
-        max_prompt_len=cfg.max_prompt_len,
+    args = SimpleNamespace(data=data_namespace(cfg.data), use_ms=False)
+    return SimpleNamespace(args=args, print=logger.info, is_rank_0=lambda: True)
+
+
+def eval_source(cfg: EvaluationConfig):
+    """`--data` (and `--data.split`) as a dataset source: the flags a refusal names."""
+    from openrlhf_pilaf.utils.dataset_checks import DatasetSource
+
+    return DatasetSource(_flag(EvalDataConfig, "dataset"), cfg.data.dataset, "--data.split", cfg.data.split)
+
+
+def read_eval_rows(cfg: EvaluationConfig):
+    """The rows of `--data`, refused naming the flag when unreadable, empty, or without a key flag's column."""
+    from openrlhf_pilaf.trainer.online_dpo.prompts import read_prompt_rows
+
+    return read_prompt_rows(
+        eval_strategy(cfg), eval_source(cfg), max_samples=cfg.data.max_samples, seed=cfg.evaluate.seed
+    )
+
+
+def load_eval_prompts(cfg: EvaluationConfig, tokenizer, rows=None) -> list:
+    """The prompts, formatted and tokenised exactly as the DPO launcher does (`online_dpo.prompts`)."""
+    from openrlhf_pilaf.trainer.online_dpo.prompts import prompts_from_rows
+
+    rows = read_eval_rows(cfg) if rows is None else rows
+    budget = f"--data.max_len {cfg.data.max_len} - --max_new_tokens {cfg.evaluate.max_new_tokens}"
+    return prompts_from_rows(
+        rows, tokenizer, eval_strategy(cfg), source=eval_source(cfg), max_prompt_len=cfg.max_prompt_len, budget=budget
+    )
+
+
+def check_lengths_fit_models(cfg: EvaluationConfig) -> None:
+    """--data.max_len (vLLM's max_model_len) and --max_new_tokens fit --model, --ref and a --reward model."""
+    from openrlhf_pilaf.utils.model_limits import check_model_lengths
+
+    e = cfg.evaluate
+    check_model_lengths(
+        {_flag(EvalDataConfig, "max_len"): cfg.data.max_len, _flag(EvaluateConfig, "max_new_tokens"): e.max_new_tokens},
+        {
+            _flag(EvaluateConfig, "model"): e.model,
+            _flag(EvaluateConfig, "ref"): e.ref,
+            _flag(EvaluateConfig, "reward"): None if is_remote_reward(e.reward) else e.reward,
+        },
     )
 
 
@@ -451,11 +488,14 @@ def run_evaluation(cfg: EvaluationConfig) -> EvaluationResult:
 
     e = cfg.evaluate
     check_install()
-    tokenizer = load_tokenizer(e.model)
+    # What the files can tell, before any tokenizer, weights or engine: lengths against the models, the rows.
+    check_lengths_fit_models(cfg)
+    rows = read_eval_rows(cfg)
+    tokenizer = load_tokenizer(e.model, _flag(EvaluateConfig, "model"))
     rules.check_same_tokenizer(tokenizer, e.model, e.ref, _flag(EvaluateConfig, "ref"))
     if not is_remote_reward(e.reward):  # the reward model scores the policy's token ids
         rules.check_same_tokenizer(tokenizer, e.model, e.reward, _flag(EvaluateConfig, "reward"))
-    prompts = load_eval_prompts(cfg, tokenizer)
+    prompts = load_eval_prompts(cfg, tokenizer, rows)
     device = _device()
     # A reward file or server is checked before the engine starts (a missing reward_func fails in a second); a
     # reward model loads after it (vLLM sizes its cache from the free GPU memory).

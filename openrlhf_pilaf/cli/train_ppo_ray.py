@@ -101,7 +101,7 @@ def resource_preflight(args) -> None:
     """Refuse OpenRLHF's PPO launch `args` if the Ray cluster cannot place it, naming the flags.
 
     A cluster with GPUs: the GPUs the groups ask for against the cluster's. A cluster without GPUs
-    (the CPU stack): every group goes on CPU bundles (patches 0004/0005), so all our patches must
+    (the CPU stack): every group goes on CPU bundles (patch 0005, our engine start), so all our patches must
     be applied, and the ranks plus OpenRLHF's PPO controller must fit the cluster's logical CPUs.
     """
     from openrlhf_pilaf.utils import ray_resources
@@ -190,8 +190,10 @@ def our_rollout_engines_in_openrlhf() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def preflight_in_openrlhf_train() -> Iterator[None]:
-    """Run `resource_preflight` inside OpenRLHF's `train()`, right after its `ray.init`.
+def preflight_in_openrlhf_train(reference_path: Path | None = None) -> Iterator[None]:
+    """Run our checks inside OpenRLHF's `train()`, right after its `ray.init`: the user's models, lengths and
+    datasets (`check_openrlhf_ppo_args`, `reference_path` the soup if any) before Ray starts where we start
+    it, then `resource_preflight`.
 
     `train()` (cli/train_ppo_ray.py:35 in 0.11.2) calls `get_strategy(args)` first thing after
     connecting to Ray, with the fully parsed flags; the entry module imports that name from
@@ -212,6 +214,9 @@ def preflight_in_openrlhf_train() -> Iterator[None]:
         deferred.append(kwargs)
 
     def get_strategy_after_preflight(args):
+        from openrlhf_pilaf.utils.launch_checks import check_openrlhf_ppo_args
+
+        check_openrlhf_ppo_args(args, reference_path=reference_path)  # models, lengths, datasets' keys
         if deferred:
             ray.init = original_init
             start_cpu_ray(args, deferred.pop())
@@ -240,14 +245,14 @@ def _prepare(argv: list[str]) -> PPOLaunch:
     return launch
 
 
-def _run_openrlhf(openrlhf_argv: list[str]) -> None:
+def _run_openrlhf(openrlhf_argv: list[str], reference_path: Path | None = None) -> None:
     import ray
 
     ours = not ray.is_initialized()  # else train() uses the caller's connection, which is not ours to close
     saved_argv = sys.argv
     sys.argv = [OPENRLHF_ENTRY, *openrlhf_argv]
     try:
-        with preflight_in_openrlhf_train(), our_rollout_engines_in_openrlhf():
+        with preflight_in_openrlhf_train(reference_path), our_rollout_engines_in_openrlhf():
             runpy.run_module(OPENRLHF_ENTRY, run_name="__main__", alter_sys=True)
     except BaseException:
         if ours and ray.is_initialized():
@@ -260,6 +265,7 @@ def _run_openrlhf(openrlhf_argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the launch; refusals print `error: ...` on stderr (no traceback) and return 2."""
     from openrlhf_pilaf.cli.common import setup_logging
+    from openrlhf_pilaf.utils.launch_checks import preflight_errors
     from openrlhf_pilaf.utils.openrlhf_patches import PatchError
     from openrlhf_pilaf.utils.ray_resources import InsufficientResourcesError
 
@@ -275,10 +281,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        _run_openrlhf(launch.openrlhf_argv)
+        _run_openrlhf(launch.openrlhf_argv, launch.reference_path)
     except (
         InsufficientResourcesError,
         PatchError,
+        *preflight_errors(),
     ) as e:  # only our pre-flight: OpenRLHF's own errors keep their traceback
         print(f"error: {e}", file=sys.stderr)
         return 2

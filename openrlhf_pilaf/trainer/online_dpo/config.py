@@ -208,12 +208,20 @@ class DataConfig:
     prompt_dataset: str = field(metadata={"help": "dataset(s), comma-separated: a local JSON/JSONL file or directory"})
     prompt_probs: str | None = field(default=None, metadata={"help": "blending probabilities, comma-separated"})
     prompt_split: str = field(default="train", metadata={"help": "dataset split"})
-    input_key: str = field(default="input", metadata={"help": "JSON key of the prompt"})
+    input_key: str = field(
+        default="input", metadata={"help": "JSON key of the prompt (refused, listing the rows' keys, if they lack it)"}
+    )
     label_key: str | None = field(default=None, metadata={"help": "JSON key of a label passed to the reward"})
     input_template: str | None = field(default=None, metadata={"help": "format string around the prompt"})
     apply_chat_template: bool = field(default=False, metadata={"help": "apply the tokenizer's chat template"})
     max_samples: int = field(default=100_000_000, metadata={"help": "prompts taken from the dataset at most"})
-    max_len: int = field(default=2048, metadata={"help": "prompt + response tokens at most"})
+    max_len: int = field(
+        default=2048,
+        metadata={
+            "help": "prompt + response tokens at most (longer prompts skipped; the vLLM engines' max_model_len). Must "
+            "fit the context of the policy, reference and reward model (config.json): refused otherwise, never shrunk"
+        },
+    )
 
     def __post_init__(self) -> None:
         _positive_int(self, "max_samples")
@@ -459,6 +467,22 @@ class OnlineDPOConfig:
             raise ValueError(
                 "--engine torch runs one learner process; set --actor.num_nodes 1 --actor.num_gpus_per_node 1"
             )
+        if self.engine == "torch":  # the reference and the reward model live in that one process too
+            spread = [
+                f"{flag_name(type(group), name)} {getattr(group, name)}"
+                for group in (self.ref, self.reward)
+                for name in ("num_nodes", "num_gpus_per_node")
+                if getattr(group, name) != 1
+            ]
+            if spread:
+                raise ValueError(
+                    f"--engine torch runs everything in one process; {', '.join(spread)} apply to --engine vllm"
+                )
+        if self.dpo.mode == "online" and self.eval.dataset is not None and self.eval.steps == -1:
+            raise ValueError(
+                "--eval.dataset is evaluated every --eval.steps steps in --dpo.mode online; give --eval.steps N, or "
+                "drop --eval.dataset"
+            )
         if not self.reward.enabled:
             needs = "--eval.dataset (the evaluation scores responses)" if self.eval.dataset else "--oracle.type reward"
             if self.oracle.type == "reward" or self.eval.dataset:
@@ -469,6 +493,12 @@ class OnlineDPOConfig:
             raise ValueError(
                 "--oracle.type file labels a round's pairs between two runs of the launcher: it needs --dpo.mode "
                 "iterative (online DPO labels and trains every step)"
+            )
+        if self.oracle.type == "file" and self.reward.enabled and self.eval.dataset is None:
+            flag = "--reward.model_name_or_path" if self.reward.model_name_or_path else "--reward.remote_url"
+            raise ValueError(
+                f"--oracle.type file: people label the pairs, so {flag} would only score --eval.dataset, which is not "
+                f"given; give --eval.dataset, or drop {flag}"
             )
         if self.dpo.mode == "iterative":
             self._check_iterative()

@@ -2,8 +2,10 @@
 
 Prompts come from OpenRLHF's `blending_datasets` and `PromptDataset` (so `--data.input_key`,
 `--data.apply_chat_template`, `--data.input_template` and `--data.label_key` mean what they mean in
-OpenRLHF). The order is a permutation per episode drawn from (seed, episode), so the stream position
-is two integers, saved with every checkpoint and restored exactly on resume.
+OpenRLHF), read and checked by `utils.dataset_checks` first (a key flag naming no column is refused,
+listing the keys the rows have, before any engine starts). The order is a permutation per episode drawn
+from (seed, episode), so the stream position is two integers, saved with every checkpoint and restored
+exactly on resume.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from openrlhf_pilaf.utils.dataset_checks import DatasetError, DatasetSource, check_row_keys, load_rows
 
 logger = logging.getLogger(__name__)
 
@@ -24,41 +28,56 @@ class Prompt:
     ids: tuple[int, ...]
 
 
-def load_prompts(
-    strategy,
-    tokenizer,
-    dataset: str,
-    *,
-    probs: str | None,
-    split: str,
-    max_samples: int,
-    seed: int,
-    max_prompt_len: int,
-) -> list[Prompt]:
-    """Load and format prompts as OpenRLHF's PPO trainer does; refuse prompts longer than `max_prompt_len` tokens."""
-    from openrlhf.datasets import PromptDataset
-    from openrlhf.datasets.utils import blending_datasets
+# The key flags of every launcher's `--data.*` group (OpenRLHF's spelling too).
+KEY_FLAGS = {"input_key": "--data.input_key", "label_key": "--data.label_key"}
 
-    data = blending_datasets(dataset, probs, strategy, seed, max_count=max_samples, dataset_split=split)
-    data = data.select(range(min(max_samples, len(data))))
-    ds = PromptDataset(data, tokenizer, strategy, input_template=strategy.args.data.input_template)
+
+def read_prompt_rows(strategy, source: DatasetSource, *, max_samples: int, seed: int):
+    """The rows of `source` (OpenRLHF's blending_datasets), refused naming the flag when they cannot give prompts.
+
+    Refused here, before any engine starts: a dataset that cannot be read or has no rows, and a key flag
+    (`--data.input_key`, `--data.label_key`) naming no column of the rows (the message lists the keys they have).
+    """
+    data_args = strategy.args.data
+    rows = load_rows(source, strategy, max_samples=max_samples, seed=seed)
+    keys = {flag: getattr(data_args, name, None) for name, flag in KEY_FLAGS.items()}
+    check_row_keys(rows, keys, source=source, prompt_flag=KEY_FLAGS["input_key"])
+    return rows
+
+
+def prompts_from_rows(
+    rows, tokenizer, strategy, *, source: DatasetSource, max_prompt_len: int, budget: str
+) -> list[Prompt]:
+    """Format and tokenise `rows` as OpenRLHF's PPO trainer does; skip prompts longer than `max_prompt_len` tokens.
+
+    `budget` says which flags give `max_prompt_len` (e.g. "--data.max_len 64 - --rollout.max_new_tokens 8").
+    """
+    from openrlhf.datasets import PromptDataset
+
+    ds = PromptDataset(rows, tokenizer, strategy, input_template=strategy.args.data.input_template)
     prompts = []
     too_long = 0
     for i in range(len(ds)):
         _, text, label, _ = ds[i]
         ids = tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
         if not ids:
-            raise ValueError(f"{dataset}: prompt {i} is empty after formatting (--data.input_key?)")
+            raise DatasetError(
+                f"{source.flag} {source.value!r}: prompt {i} is empty after formatting (--data.input_key, "
+                "--data.input_template)"
+            )
         if len(ids) > max_prompt_len:
             too_long += 1
             continue
         prompts.append(Prompt(text, label, ids))
     if too_long:
         logger.warning(
-            "%s: skipped %d prompts longer than %d tokens (--data.max_len)", dataset, too_long, max_prompt_len
+            "%s: skipped %d prompts longer than %d tokens (%s)", source.value, too_long, max_prompt_len, budget
         )
     if not prompts:
-        raise ValueError(f"{dataset}: no usable prompts (--data.prompt_dataset, --data.max_len)")
+        raise DatasetError(
+            f"{source.flag} {source.value!r}: all {too_long} prompts are longer than {max_prompt_len} tokens "
+            f"({budget}): raise the first or lower the second"
+        )
     return prompts
 
 

@@ -1,8 +1,11 @@
 """Assemble and run one online DPO run from a validated `OnlineDPOConfig`.
 
-Everything that can be refused is refused before a model loads: the config checks itself, then the
-tokenizers of the reference and the reward model are compared with the policy's, the soup (SALSA) is
-built on the driver, and the prompt set is loaded. Then the engine-specific parts (runtime_torch or
+Everything that can be refused is refused before a model loads: the config checks itself, then
+`preflight` checks what the files can tell (every model path is a checkpoint whose context holds
+`--data.max_len` and `--rollout.max_new_tokens`, the output directories can be written, a labels or
+reward file exists, the prompt datasets read and have the key flags' columns), then the soup (SALSA)
+is built on the driver, the tokenizers of the reference and the reward model are compared with the
+policy's, and the prompts are formatted. Then the engine-specific parts (runtime_torch or
 runtime_ray) are started and the loop runs. The run directory (`--ckpt.output_dir`) holds pairs.jsonl,
 metrics.jsonl, eval.jsonl, the checkpoints and, at the end, the trained model in Hugging Face format.
 """
@@ -22,10 +25,17 @@ from openrlhf_pilaf.trainer.online_dpo.config import OnlineDPOConfig
 logger = logging.getLogger(__name__)
 
 
-def load_tokenizer(path: str):
-    from transformers import AutoTokenizer
+def load_tokenizer(path: str, flag: str = "--actor.model_name_or_path"):
+    """The policy's tokenizer, left-padded; refused naming `flag` when a local checkpoint carries none (a trainer
+    that saved only the model), rather than with transformers' "Couldn't instantiate the backend tokenizer"."""
+    from openrlhf_pilaf.engines import rules
 
-    tok = AutoTokenizer.from_pretrained(path)
+    if Path(path).is_dir() and not rules.has_tokenizer(path):
+        raise ValueError(
+            f"{flag} {path!r} has no tokenizer ({', '.join(rules.TOKENIZER_FILES[:2])}, ...): save the tokenizer "
+            "into the checkpoint (tokenizer.save_pretrained)"
+        )
+    tok = rules.load_tokenizer(path, flag)
     tok.padding_side = "left"
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -86,6 +96,86 @@ def resolve_reference(cfg: OnlineDPOConfig) -> str:
 
 
 @dataclass
+class CheckedInputs:
+    """What `preflight` read while checking, so that nothing is read twice."""
+
+    prompt_rows: Any  # the rows of --data.prompt_dataset (a datasets.Dataset)
+    eval_rows: Any  # the rows of --eval.dataset, or None when the run does not evaluate
+    scorer: Any  # the scorer of --reward.remote_url (a .py loads, an URL is kept), or None
+
+
+def data_strategy(cfg: OnlineDPOConfig, args=None) -> SimpleNamespace:
+    """What OpenRLHF's dataset code reads of a strategy (its args, print, is_rank_0): the driver is rank 0."""
+    from openrlhf_pilaf.trainer.online_dpo.openrlhf_args import data_namespace
+
+    args = args if args is not None else SimpleNamespace(data=data_namespace(cfg.data), use_ms=False)
+    return SimpleNamespace(args=args, print=print, is_rank_0=lambda: True)
+
+
+def prompt_sources(cfg: OnlineDPOConfig):
+    """(--data.prompt_dataset, --eval.dataset or None when the run does not evaluate) as dataset sources."""
+    from openrlhf_pilaf.utils.dataset_checks import DatasetSource
+
+    d = cfg.data
+    train = DatasetSource(
+        "--data.prompt_dataset",
+        d.prompt_dataset,
+        "--data.prompt_split",
+        d.prompt_split,
+        "--data.prompt_probs",
+        d.prompt_probs,
+    )
+    wants_eval = cfg.eval.steps > 0 or (cfg.dpo.mode == "iterative" and cfg.eval.dataset is not None)
+    held_out = DatasetSource("--eval.dataset", cfg.eval.dataset, "--eval.split", cfg.eval.split) if wants_eval else None
+    return train, held_out
+
+
+def preflight(cfg: OnlineDPOConfig) -> CheckedInputs:
+    """Refuse, naming the flag, every user error a file can reveal, before the soup, Ray, engines or any weights.
+
+    Models: each of --actor / --ref / --salsa.ingredients / --reward.model_name_or_path is a checkpoint whose
+    context (config.json, `utils.model_limits`) holds --data.max_len (the vLLM engines' max_model_len) and
+    --rollout.max_new_tokens. Outputs: --ckpt.output_dir, --ckpt.path, --logger.tensorboard_dir can be written.
+    Inputs: --oracle.labels_file is a readable file; a --reward.remote_url .py loads and defines reward_func;
+    the prompt (and eval) datasets read, have rows, and have the key flags' columns (`utils.dataset_checks`).
+    """
+    from openrlhf_pilaf.oracle import scorer_from_remote_url
+    from openrlhf_pilaf.trainer.online_dpo.prompts import read_prompt_rows
+    from openrlhf_pilaf.utils.launch_checks import check_readable_file, check_writable_dir
+    from openrlhf_pilaf.utils.model_limits import check_model_lengths
+
+    contexts = check_model_lengths(
+        {"--data.max_len": cfg.data.max_len, "--rollout.max_new_tokens": cfg.rollout.max_new_tokens},
+        {
+            "--actor.model_name_or_path": cfg.actor.model_name_or_path,
+            "--ref.model_name_or_path": cfg.ref.model_name_or_path,
+            "--salsa.ingredients": cfg.salsa.ingredients or None,
+            "--reward.model_name_or_path": cfg.reward.model_name_or_path,
+        },
+    )
+    logger.info("--data.max_len %d fits every model: %s", cfg.data.max_len, "; ".join(c.describe() for c in contexts))
+    check_writable_dir("--ckpt.output_dir", cfg.ckpt.output_dir)
+    if cfg.ckpt.path is not None:
+        check_writable_dir("--ckpt.path", cfg.ckpt.path)
+    if cfg.logger.tensorboard_dir is not None:
+        check_writable_dir("--logger.tensorboard_dir", cfg.logger.tensorboard_dir)
+    if cfg.oracle.labels_file is not None:
+        check_readable_file("--oracle.labels_file", cfg.oracle.labels_file)
+    scorer = None
+    if cfg.reward.remote_url is not None:
+        if cfg.reward.remote_url.endswith(".py"):
+            check_readable_file("--reward.remote_url", cfg.reward.remote_url)
+        scorer = scorer_from_remote_url(cfg.reward.remote_url, cfg.oracle.timeout)
+    strategy = data_strategy(cfg)
+    train, held_out = prompt_sources(cfg)
+    prompt_rows = read_prompt_rows(strategy, train, max_samples=cfg.data.max_samples, seed=cfg.train.seed)
+    eval_rows = None
+    if held_out is not None:
+        eval_rows = read_prompt_rows(strategy, held_out, max_samples=cfg.eval.max_samples, seed=cfg.train.seed)
+    return CheckedInputs(prompt_rows, eval_rows, scorer)
+
+
+@dataclass
 class EngineParts:
     """What runs the step: the learner, the engine, how reference log-probs are filled, the oracle's scorer."""
 
@@ -109,21 +199,26 @@ class PreparedRun:
     history: list | None = None
 
 
-def build_parts(cfg: OnlineDPOConfig, args, *, reference_path: str, tokenizer, optimizer_steps: int) -> EngineParts:
+def build_parts(
+    cfg: OnlineDPOConfig, args, *, reference_path: str, tokenizer, optimizer_steps: int, scorer=None
+) -> EngineParts:
+    """Start the engine-specific parts; `scorer`: the remote scorer `preflight` already built (else built here)."""
     if cfg.engine == "torch":
         from openrlhf_pilaf.trainer.online_dpo.runtime_torch import build_torch_parts
 
         learner, engine = build_torch_parts(
             cfg, args, reference_path=reference_path, tokenizer=tokenizer, optimizer_steps=optimizer_steps
         )
-        scorer = build_scorer(cfg, tokenizer, device=str(engine.engine.device))
+        if scorer is None:
+            scorer = build_scorer(cfg, tokenizer, device=str(engine.engine.device))
         return EngineParts(learner, engine, None, scorer, raw_engine=engine.engine)
     from openrlhf_pilaf.trainer.online_dpo.runtime_ray import build_ray_parts
 
     ray_parts = build_ray_parts(
         cfg, args, reference_path=reference_path, tokenizer=tokenizer, optimizer_steps=optimizer_steps
     )
-    scorer = build_scorer(cfg, tokenizer, reward_group=ray_parts.reward_group)
+    if scorer is None:
+        scorer = build_scorer(cfg, tokenizer, reward_group=ray_parts.reward_group)
     return EngineParts(
         ray_parts.learner, ray_parts.engine, ray_parts.fill_reference, scorer, ray_parts.shutdown, ray_parts
     )
@@ -136,10 +231,11 @@ def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> Prepa
     from openrlhf_pilaf.trainer.online_dpo.evaluation import evaluate_policy
     from openrlhf_pilaf.trainer.online_dpo.loop import OnlineDPOLoop
     from openrlhf_pilaf.trainer.online_dpo.openrlhf_args import openrlhf_args
-    from openrlhf_pilaf.trainer.online_dpo.prompts import PromptStream, load_prompts
+    from openrlhf_pilaf.trainer.online_dpo.prompts import PromptStream, prompts_from_rows
     from openrlhf_pilaf.trainer.online_dpo.sinks import JsonlSink, openrlhf_sinks
 
     check_install()
+    checked = preflight(cfg)
     run_dir = Path(cfg.ckpt.output_dir)
     reference_path = resolve_reference(cfg)
     if cfg.salsa.enabled and cfg.salsa.init_policy:  # the policy starts from the soup too (as in cli.train_ppo_ray)
@@ -148,25 +244,16 @@ def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> Prepa
     check_tokenizers(cfg, tokenizer, reference_path)
     args = openrlhf_args(cfg, reference_path=reference_path)
 
-    # What OpenRLHF's dataset code reads of a strategy (its args, print, is_rank_0): the driver is rank 0.
-    data_strategy = SimpleNamespace(args=args, print=print, is_rank_0=lambda: True)
+    strategy = data_strategy(cfg, args)
     max_prompt_len = cfg.data.max_len - cfg.rollout.max_new_tokens
+    budget = f"--data.max_len {cfg.data.max_len} - --rollout.max_new_tokens {cfg.rollout.max_new_tokens}"
+    train_source, eval_source = prompt_sources(cfg)
 
-    def load(dataset: str, probs, split: str, max_samples: int):
-        return load_prompts(
-            data_strategy,
-            tokenizer,
-            dataset,
-            probs=probs,
-            split=split,
-            max_samples=max_samples,
-            seed=cfg.train.seed,
-            max_prompt_len=max_prompt_len,
-        )
+    def formatted(rows, source):
+        return prompts_from_rows(rows, tokenizer, strategy, source=source, max_prompt_len=max_prompt_len, budget=budget)
 
-    prompts = load(cfg.data.prompt_dataset, cfg.data.prompt_probs, cfg.data.prompt_split, cfg.data.max_samples)
-    wants_eval = cfg.eval.steps > 0 or (cfg.dpo.mode == "iterative" and cfg.eval.dataset is not None)
-    eval_prompts = load(cfg.eval.dataset, None, cfg.eval.split, cfg.eval.max_samples) if wants_eval else None
+    prompts = formatted(checked.prompt_rows, train_source)
+    eval_prompts = formatted(checked.eval_rows, eval_source) if eval_source is not None else None
     resume = cfg.ckpt.load_enable or cfg.oracle.labels_file is not None
     if cfg.dpo.mode == "iterative":
         from openrlhf_pilaf.trainer.iterative_dpo.rounds import prompts_per_round
@@ -200,7 +287,12 @@ def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> Prepa
             )
     if parts is None:
         parts = build_parts(
-            cfg, args, reference_path=reference_path, tokenizer=tokenizer, optimizer_steps=optimizer_steps
+            cfg,
+            args,
+            reference_path=reference_path,
+            tokenizer=tokenizer,
+            optimizer_steps=optimizer_steps,
+            scorer=checked.scorer,
         )
     oracle = PreferenceOracle(parts.scorer, cfg.oracle, seed=cfg.train.seed) if cfg.oracle.type == "reward" else None
     evaluate = None
