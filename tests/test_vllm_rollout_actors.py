@@ -3,7 +3,7 @@
 The placement is a pure function, checked for GPU and GPU-less clusters, tensor parallelism and hybrid
 engines against what OpenRLHF 0.11.2's create_vllm_engines computes on GPUs. Actor creation runs with
 Ray's placement calls and the actor class replaced by recorders, and with OpenRLHF's create_vllm_engines
-made to raise: the path must need none of patch 0004's old hooks. Seconds, not minutes.
+made to raise: the path needs no hook of a patch. Seconds, not minutes.
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ def test_a_missing_patch_is_refused_before_any_actor_or_group(fake_ray, monkeypa
     from openrlhf_pilaf.utils import openrlhf_patches
 
     def missing(cpu_stack):
-        raise openrlhf_patches.PatchError("0004 is not applied; run `openrlhf-pilaf-patch`")
+        raise openrlhf_patches.PatchError("0005 is not applied; run `openrlhf-pilaf-patch`")
 
     monkeypatch.setattr(openrlhf_patches, "require_patches", missing)
     with pytest.raises(openrlhf_patches.PatchError, match="openrlhf-pilaf-patch"):

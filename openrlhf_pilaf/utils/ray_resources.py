@@ -14,7 +14,7 @@ except in `ray_cluster_gpus`.
 Totals only: OpenRLHF's placement groups are PACK (a preference, not a one-node requirement) and
 its other actors take one GPU each, so a request fits when the cluster's GPU total covers it.
 
-On a cluster without GPUs (the CPU stack, our patches 0004/0005) the same groups are placed on
+On a cluster without GPUs (the CPU stack: our patch 0005, and our engine start for vLLM) the same groups are placed on
 CPU bundles, one logical CPU per rank where a GPU would be, so the same `GpuRequest`s count CPU
 ranks: `check_cpus` compares them (plus the single-controller actors, which need one free CPU to
 be scheduled) with the cluster's CPUs and refuses the same way, naming the flags.
@@ -155,7 +155,7 @@ def openrlhf_ppo_gpu_requests(args: Any, *, vllm_uses_gpus: bool = True) -> list
     --train.colocate_critic_reward; with --train.colocate_all (not async) the vLLM engines and, unless
     critic and reward have their own group, the critic and reward share the actor's. The reference
     exists only with --algo.kl.init_coef > 0, the reward model only without --reward.remote_url.
-    `vllm_uses_gpus=False`: the engines are placed on CPU (our patch 0004, on a cluster without GPUs).
+    `vllm_uses_gpus=False`: the engines are placed on CPU (our `create_rollout_engines`, on a cluster without GPUs).
     On such a cluster every request here is also the count of CPU ranks (`check_cpus`), engines
     included (one CPU bundle per tensor-parallel rank).
     """
