@@ -69,19 +69,25 @@ class PilafWorkerWrap(WorkerWrap):
             pending.clear()
 
     def _reload_in_place(self, weights: list[tuple[str, torch.Tensor]]) -> None:
+        """vLLM's layerwise in-place reload: put the layers back in checkpoint format, load, and process
+        each layer again once all its pieces arrived, which rebuilds whatever CPU GEMM layout vLLM chose for
+        it (packed, prepacked, or the plain weight). Called through its primitives, which vLLM 0.29 to 0.34
+        all export from `model_loader.reload` (0.32's `reload.inplace.reload_weights` wraps the same steps;
+        0.29 to 0.31 have them only inside their GPU model runner)."""
         from vllm.config import set_current_vllm_config
-        from vllm.model_executor.model_loader.reload.inplace import reload_weights
+        from vllm.model_executor.model_loader.reload import finalize_layerwise_reload, initialize_layerwise_reload
 
         target = self._weight_sync_module()
         with set_current_vllm_config(self.vllm_config):
-            reload_weights(
-                self.vllm_config,
-                target,
-                weights_iterator=iter(weights),
-                weights_path=None,
-                is_checkpoint_format=True,
-            )
-        logger.info("reloaded %d synced tensors into the vLLM CPU model (%s)", len(weights), type(target).__name__)
+            initialize_layerwise_reload(target)
+            loaded = target.load_weights(iter(weights))
+            finalize_layerwise_reload(target, self.model_config)
+        logger.info(
+            "reloaded %d synced tensors into the vLLM CPU model (%s, %d parameters loaded)",
+            len(weights),
+            type(target).__name__,
+            len(loaded or ()),
+        )
 
     def pilaf_weight_fingerprints(self) -> dict[str, dict[str, str | int]]:
         """RPC: weight fingerprints per half of the model (policy / reference for the interpolated model)."""

@@ -41,7 +41,7 @@ GEMM_PROBE_WORKER_EXTENSION = "openrlhf_pilaf.testing.cpu_gemm.GemmProbeWorkerWr
 FORCE_ENV = FORCE_CPU_GEMM_ENV
 BRANCHES = ("sgl", "onednn", "torch", "zentorch")
 _ZENTORCH_LIB: list = []  # the stand-in library, registered once per process
-_NATIVE: dict = {}  # this process's own dispatch inputs, saved by the first force_gemm
+_NATIVE: dict = {}  # this process's own dispatch inputs, saved before anything is forced (_native)
 
 
 def _native():
