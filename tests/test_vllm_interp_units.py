@@ -292,6 +292,22 @@ def test_handoff_refuses_logits_that_are_not_the_published_ones():
 
 
 # ---------------------------------------------------------------- the processor under both runners
+# Which interfaces the installed vLLM defines (docs/compatibility.md): 0.29/0.30 V1 only, 0.31-0.33 both,
+# 0.34 V2 only. Tests of an interface this vLLM lacks are skipped, naming the version.
+
+from openrlhf_pilaf.engines.vllm_interp import logits_processor as _lp  # noqa: E402
+
+
+def _vllm_version() -> str:
+    import vllm
+
+    return vllm.__version__
+
+
+needs_v1 = pytest.mark.skipif(not _lp.HAS_V1_INTERFACE, reason=f"vLLM {_vllm_version()} has no V1 model runner")
+needs_v2 = pytest.mark.skipif(
+    not _lp.HAS_V2_INTERFACE, reason=f"vLLM {_vllm_version()} has no Model Runner V2 logits-processor interface"
+)
 
 
 def _processor_config(default_w=0.0, logprobs="policy", reference_path="/ref", vocab_size=None):
@@ -316,15 +332,55 @@ def _expected(terms, ws):
     return out
 
 
+def test_processor_implements_exactly_the_interfaces_this_vllm_defines():
+    """One class on every version: a subclass of each interface vLLM has, importable where one is gone."""
+    import importlib
+
+    def importable(module: str) -> bool:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return False
+        return True
+
+    has_v1 = importable("vllm.v1.sample.logits_processor")
+    has_v2 = importable("vllm.v1.worker.gpu.sample.logits_processor.interface")
+    assert (has_v1, has_v2) == (_lp.HAS_V1_INTERFACE, _lp.HAS_V2_INTERFACE)
+    assert has_v1 or has_v2
+    cls = _lp.InterpolationLogitsProcessor
+    if has_v1:
+        from vllm.v1.sample.logits_processor import LogitsProcessor
+
+        assert issubclass(cls, LogitsProcessor)
+    if has_v2:
+        from vllm.v1.worker.gpu.sample.logits_processor import LogitsProcessor
+
+        assert issubclass(cls, LogitsProcessor)
+        assert not getattr(cls, "__abstractmethods__", None)  # instantiable under V2's ABC
+    assert f"{cls.__module__}:{cls.__name__}" == LOGITS_PROCESSOR
+
+
+@needs_v1
+def test_v1_loader_accepts_the_class_and_runs_its_admission_check():
+    """vLLM's own V1 loading path (by the FQCN InterpolatedEngineConfig passes) and request validation."""
+    from vllm.exceptions import VLLMValidationError
+    from vllm.v1.sample.logits_processor import _load_custom_logitsprocs, validate_logits_processors_parameters
+
+    assert _load_custom_logitsprocs([LOGITS_PROCESSOR]) == [_lp.InterpolationLogitsProcessor]
+    validate_logits_processors_parameters([LOGITS_PROCESSOR], _params(0.3))
+    with pytest.raises(VLLMValidationError, match=W_KEY):  # vLLM turns our ValueError into a request error
+        validate_logits_processors_parameters([LOGITS_PROCESSOR], _params(float("nan")))
+
+
+@needs_v1
 def test_v1_processor_follows_the_persistent_batch():
     from vllm.v1.sample.logits_processor import BatchUpdate
     from vllm.v1.sample.logits_processor.interface import MoveDirectionality
 
     from openrlhf_pilaf.engines.vllm_interp.handoff import HandoffError, channel_for
-    from openrlhf_pilaf.engines.vllm_interp.logits_processor import InterpolationLogitsProcessor
 
     vcfg = _processor_config(default_w=0.5)
-    proc = InterpolationLogitsProcessor(vcfg, torch.device("cpu"), False)
+    proc = _lp.InterpolationLogitsProcessor(vcfg, torch.device("cpu"), False)
     assert proc.is_argmax_invariant() is False
     channel = channel_for(vcfg)
 
@@ -352,20 +408,37 @@ def test_v1_processor_follows_the_persistent_batch():
     channel.publish(terms)
     with pytest.raises(HandoffError, match="2 logits rows but 3 requests"):
         proc.apply(terms.base)
+    with pytest.raises(RuntimeError, match="V2 runner"):
+        proc.add_request(0, _params())
+
+
+@needs_v1
+def test_v1_reference_mode_moves_rows_from_w_minus_one():
+    from vllm.v1.sample.logits_processor import BatchUpdate
+
+    from openrlhf_pilaf.engines.vllm_interp.handoff import channel_for
+
+    vcfg = _processor_config(logprobs="reference")
+    proc = _lp.InterpolationLogitsProcessor(vcfg, torch.device("cpu"), False)
+    added = [(i, _params(w), None, []) for i, w in enumerate([0, -1, 0.2])]
+    proc.update_state(BatchUpdate(3, removed=[], added=added, moved=[]))
+    terms = _terms(rows=3, vocab=6, w_base=-1.0)
+    channel_for(vcfg).publish(terms)
+    expected = _expected(terms, [0.0, -1.0, 0.2])
+    torch.testing.assert_close(proc.apply(terms.base), expected)
 
 
 def test_v2_processor_maps_rows_to_request_slots(tiny_suite):
-    """Model Runner V2 (GPU default in vLLM >= 0.32): exercised with its interface objects, no GPU needed."""
+    """Our slot bookkeeping alone (runs on every vLLM; the tests below go through vLLM's V2 objects)."""
     from openrlhf_pilaf.engines.vllm_interp.handoff import channel_for
-    from openrlhf_pilaf.engines.vllm_interp.logits_processor import InterpolationLogitsProcessor
 
     ref_vocab = json.loads((tiny_suite.reference / "config.json").read_text())["vocab_size"]
     req_states = types.SimpleNamespace(max_num_reqs=8, device=torch.device("cpu"))
     same_vocab = _processor_config(reference_path=str(tiny_suite.reference), vocab_size=ref_vocab)
-    proc = InterpolationLogitsProcessor(same_vocab, req_states)
+    proc = _lp.InterpolationLogitsProcessor(same_vocab, req_states)
     assert proc.add_request(5, _params()) is False  # w = 0 = w_base and no padding: nothing to do for this slot
     padded = _processor_config(reference_path=str(tiny_suite.reference), vocab_size=ref_vocab + 32)
-    proc = InterpolationLogitsProcessor(padded, req_states)
+    proc = _lp.InterpolationLogitsProcessor(padded, req_states)
     assert proc.add_request(5, _params()) is True  # padding columns are banned in every row
     assert proc.add_request(1, _params(0.1)) is True
     assert proc.add_request(3, _params(-1.0)) is True
@@ -380,25 +453,103 @@ def test_v2_processor_maps_rows_to_request_slots(tiny_suite):
         proc.update_state(None)
 
 
-def test_reference_mode_moves_rows_from_w_minus_one():
-    from vllm.v1.sample.logits_processor import BatchUpdate
+def _v2_request_state(max_num_reqs: int, vocab_size: int):
+    """What Model Runner V2 hands `LogitsProcRequestState.from_request_state`: its RequestState's fields."""
+    return types.SimpleNamespace(
+        device=torch.device("cpu"),
+        max_num_reqs=max_num_reqs,
+        vocab_size=vocab_size,
+        all_token_ids=None,
+        prompt_len=None,
+        prefill_len=None,
+        total_len=None,
+    )
+
+
+def _v2_context(slots: list[int]):
+    """Model Runner V2's per-step LogitsContext (one sampled row per request here)."""
+    import numpy as np
+    from vllm.v1.worker.gpu.sample.logits_processor import LogitsContext
+
+    idx = torch.tensor(slots)
+    return LogitsContext(
+        expanded_idx_mapping=idx,
+        idx_mapping=idx,
+        idx_mapping_np=np.array(slots),
+        expanded_local_pos=torch.zeros(len(slots), dtype=torch.long),
+        input_ids=torch.zeros(len(slots), dtype=torch.long),
+        pos=torch.zeros(len(slots), dtype=torch.long),
+        seq_lens_upper_bound_np=np.ones(len(slots), dtype=np.int32),
+    )
+
+
+@needs_v2
+def test_v2_loader_builds_the_processor_and_slots_are_recycled(tiny_suite):
+    """vLLM's own V2 path: the loader resolves the FQCN and constructs the class with a real
+    LogitsProcRequestState; apply() gets a real LogitsContext; a recycled slot forgets its last occupant."""
+    from vllm.v1.worker.gpu.sample.logits_processor import build_custom_logits_processors
 
     from openrlhf_pilaf.engines.vllm_interp.handoff import channel_for
-    from openrlhf_pilaf.engines.vllm_interp.logits_processor import InterpolationLogitsProcessor
 
-    vcfg = _processor_config(logprobs="reference")
-    proc = InterpolationLogitsProcessor(vcfg, torch.device("cpu"), False)
-    added = [(i, _params(w), None, []) for i, w in enumerate([0, -1, 0.2])]
-    proc.update_state(BatchUpdate(3, removed=[], added=added, moved=[]))
-    terms = _terms(rows=3, vocab=6, w_base=-1.0)
-    channel_for(vcfg).publish(terms)
+    ref_vocab = json.loads((tiny_suite.reference / "config.json").read_text())["vocab_size"]
+    vcfg = _processor_config(default_w=0.25, reference_path=str(tiny_suite.reference), vocab_size=ref_vocab)
+    (proc,) = build_custom_logits_processors(vcfg, _v2_request_state(4, ref_vocab), False, [LOGITS_PROCESSOR])
+    assert type(proc) is _lp.InterpolationLogitsProcessor
+    channel = channel_for(vcfg)
+    assert proc.add_request(0, _params()) is True  # the engine's default w (0.25) differs from w_base (0)
+    assert proc.add_request(2, _params(-1.0)) is True
+    assert proc.add_request(3, _params(0.0)) is False  # w_base, no padding: V2 may skip it, apply() still sees it
+    proc.apply_staged_writes()
+    terms = _terms(rows=3, vocab=6, seed=3)
+    expected = _expected(terms, [-1.0, 0.0, 0.25])
+    channel.publish(terms)
+    torch.testing.assert_close(proc.apply(terms.base.clone(), _v2_context([2, 3, 0])), expected)
+    # slot 2's request finished; a new one with w = 0 gets the slot: no trace of -1.0 may remain
+    assert proc.add_request(2, _params(0.0)) is False
+    proc.apply_staged_writes()
+    terms = _terms(rows=2, vocab=6, seed=4)
+    expected = _expected(terms, [0.0, 0.25])
+    channel.publish(terms)
+    torch.testing.assert_close(proc.apply(terms.base.clone(), _v2_context([2, 0])), expected)
+
+
+@needs_v2
+def test_v2_reference_mode_and_padding_through_vllms_objects(tiny_suite):
+    from vllm.v1.worker.gpu.sample.logits_processor import build_custom_logits_processors
+
+    from openrlhf_pilaf.engines.vllm_interp.handoff import HandoffError, channel_for
+
+    ref_vocab = json.loads((tiny_suite.reference / "config.json").read_text())["vocab_size"]
+    vcfg = _processor_config(logprobs="reference", reference_path=str(tiny_suite.reference), vocab_size=ref_vocab + 8)
+    (proc,) = build_custom_logits_processors(vcfg, _v2_request_state(4, ref_vocab + 8), False, [LOGITS_PROCESSOR])
+    # w_base is -1 in reference mode; a w = -1 request still needs apply(): padding columns are banned
+    assert [proc.add_request(i, _params(w)) for i, w in enumerate([0.0, -1.0, 0.2])] == [True, True, True]
+    proc.apply_staged_writes()
+    terms = _terms(rows=3, vocab=6, w_base=-1.0, banned_from=5)
     expected = _expected(terms, [0.0, -1.0, 0.2])
-    torch.testing.assert_close(proc.apply(terms.base), expected)
+    channel_for(vcfg).publish(terms)
+    torch.testing.assert_close(proc.apply(terms.base.clone(), _v2_context([0, 1, 2])), expected)
+    channel_for(vcfg).publish(_terms(rows=3, vocab=6, w_base=-1.0))
+    with pytest.raises(HandoffError, match="3 logits rows but 2 entries"):
+        proc.apply(torch.zeros(3, 6), _v2_context([0, 1]))
+
+
+@needs_v2
+def test_v2_admission_check_fails_the_request_not_the_engine():
+    """The frontend's V2 validator (loaded once per engine) runs our validate_params on each request."""
+    from vllm.exceptions import VLLMValidationError
+    from vllm.v1.worker.gpu.sample.logits_processor import build_custom_logits_processors_params_validator
+
+    validate = build_custom_logits_processors_params_validator([LOGITS_PROCESSOR])
+    validate(_params(0.3))
+    validate(_params())
+    for bad in ("0.3", float("nan"), True):
+        with pytest.raises(VLLMValidationError, match=W_KEY):  # vLLM turns our ValueError into a request error
+            validate(_params(bad))
 
 
 def test_processor_validates_w_at_admission():
-    from openrlhf_pilaf.engines.vllm_interp.logits_processor import InterpolationLogitsProcessor
-
+    InterpolationLogitsProcessor = _lp.InterpolationLogitsProcessor
     InterpolationLogitsProcessor.validate_params(_params(0.3))
     InterpolationLogitsProcessor.validate_params(_params())
     for bad in ("0.3", float("nan"), True):

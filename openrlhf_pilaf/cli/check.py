@@ -2,7 +2,9 @@
 
 One table: the versions of the stack (and whether OpenRLHF is the supported release), each OpenRLHF
 patch's state and whether this machine needs it (all of them on the CPU stack, none with CUDA),
-whether vLLM knows our architectures (the `vllm.general_plugins` entry point ran), CUDA and Triton.
+whether vLLM knows our architectures (the `vllm.general_plugins` entry point ran), which model runner
+an interpolated engine gets on this machine and so which path of our logits processor it exercises
+(`engines/vllm_interp/runner.py` restates vLLM's per-version rule), CUDA and Triton.
 Every failing row says what to run. Exit 0 when everything this machine needs is in place, 1 when
 something is missing, 2 when the check itself could not run.
 """
@@ -139,7 +141,21 @@ def _vllm_rows() -> list[Row]:
         rows.append(Row("vLLM plugin", "not registered", FAIL, first))
     else:
         rows.append(Row("vLLM plugin", "registered (vllm.general_plugins: openrlhf_pilaf)", OK))
+    rows.append(runner_row())
     return rows
+
+
+def runner_row() -> Row:
+    """Which model runner an interpolated engine gets here, and which of our processor's paths it runs."""
+    try:
+        from openrlhf_pilaf.engines.vllm_interp.runner import detect
+
+        _machine, choice = detect()
+    except Exception as e:  # vLLM's platform probe failed: reported, like the plugin row
+        return Row("vLLM model runner", f"unknown ({type(e).__name__}: {e})", FAIL, "see the vllm row")
+    if not choice.ok:
+        return Row("vLLM model runner", f"none: {choice.reason}", FAIL, choice.fix)
+    return Row("vLLM model runner", f"{choice.runner} -> {choice.path} path ({choice.reason})", OK)
 
 
 def _triton_row(cpu_stack: bool) -> Row:

