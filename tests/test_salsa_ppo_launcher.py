@@ -355,8 +355,14 @@ def test_real_launch_runs_two_ppo_steps_on_cpu_with_the_soup_as_reference(
     assert "CPU pre-flight in OpenRLHF's train()" in run.stderr and "4 ranks on CPU" in run.stderr
     assert f"[openrlhf-pilaf] reference model: {soup.resolve()}" in log  # printed by the reference actor
     # vLLM logs the worker extension it injected: ours (the sync that works whatever GEMM layout), not WorkerWrap
-    forced = set(re.findall(r"CPU GEMM layout forced to (\w+)", log))
-    assert forced == ({gemm_layout} if gemm_layout else set()), forced
+    # printed by our plugin in each vLLM process of the engine's Ray actor (the actor, its engine core, its worker)
+    forced = re.findall(
+        r"\(RolloutRayActor pid=\d+\)\S*\s*\[openrlhf-pilaf\] CPU GEMM layout forced to (\w+) .* pid (\d+)", log
+    )
+    if gemm_layout is None:
+        assert "CPU GEMM layout forced" not in log
+    else:
+        assert {layout for layout, _ in forced} == {gemm_layout} and len({pid for _, pid in forced}) >= 2, forced
     injected = re.findall(r"Injected <class '([\w.]+)'>", log)
     assert injected and set(injected) == {"openrlhf_pilaf.engines.vllm_worker.PilafWorkerWrap"}, injected
     steps = re.findall(r"Global step (\d+): ", log)
