@@ -265,9 +265,10 @@ def _device() -> str:
 def eval_strategy(cfg: EvaluationConfig) -> SimpleNamespace:
     """What OpenRLHF's PromptDataset reads of `strategy.args.data`, and what blending_datasets calls on the strategy."""
     from openrlhf_pilaf.trainer.online_dpo.openrlhf_args import data_namespace
+    from openrlhf_pilaf.utils.dataset_checks import driver_strategy
 
     args = SimpleNamespace(data=data_namespace(cfg.data), use_ms=False)
-    return SimpleNamespace(args=args, print=logger.info, is_rank_0=lambda: True)
+    return driver_strategy(args, logger.info)
 
 
 def eval_source(cfg: EvaluationConfig):

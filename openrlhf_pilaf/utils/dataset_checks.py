@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from openrlhf_pilaf.utils.model_limits import looks_like_hub_id
@@ -82,6 +83,12 @@ def _cause(error: BaseException) -> str:
     if error.__cause__ is not None:
         text += f" ({type(error.__cause__).__name__}: {error.__cause__})"
     return text
+
+
+def driver_strategy(args: Any, print_fn: Any = print) -> SimpleNamespace:
+    """What OpenRLHF's dataset code (blending_datasets, PromptDataset) reads of a strategy: its `args`, `print`
+    and `is_rank_0`. A launcher reads datasets on the driver, before any DeepSpeed strategy exists: rank 0."""
+    return SimpleNamespace(args=args, print=print_fn, is_rank_0=lambda: True)
 
 
 def load_rows(source: DatasetSource, strategy: Any, *, max_samples: int, seed: int):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 
@@ -86,7 +85,7 @@ def check_openrlhf_ppo_args(args: Any, *, reference_path: str | os.PathLike | No
     eval) dataset is read and its `--data.input_key` / `--data.label_key` checked. ValueError subclasses
     naming the flags; nothing is started.
     """
-    from openrlhf_pilaf.utils.dataset_checks import DatasetSource, check_row_keys, load_rows
+    from openrlhf_pilaf.utils.dataset_checks import DatasetSource, check_row_keys, driver_strategy, load_rows
     from openrlhf_pilaf.utils.model_limits import check_model_lengths
 
     reward = getattr(args.reward, "model_name_or_path", None)
@@ -100,7 +99,7 @@ def check_openrlhf_ppo_args(args: Any, *, reference_path: str | os.PathLike | No
     check_model_lengths(
         {"--data.max_len": args.data.max_len, "--rollout.max_new_tokens": args.rollout.max_new_tokens}, models
     )
-    strategy = SimpleNamespace(args=args, print=lambda *a, **k: None, is_rank_0=lambda: True)
+    strategy = driver_strategy(args, lambda *a, **k: None)
     keys = {"--data.input_key": args.data.input_key, "--data.label_key": args.data.label_key}
     sources = []
     if args.data.prompt_dataset:

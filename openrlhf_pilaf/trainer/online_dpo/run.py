@@ -109,7 +109,9 @@ def data_strategy(cfg: OnlineDPOConfig, args=None) -> SimpleNamespace:
     from openrlhf_pilaf.trainer.online_dpo.openrlhf_args import data_namespace
 
     args = args if args is not None else SimpleNamespace(data=data_namespace(cfg.data), use_ms=False)
-    return SimpleNamespace(args=args, print=print, is_rank_0=lambda: True)
+    from openrlhf_pilaf.utils.dataset_checks import driver_strategy
+
+    return driver_strategy(args)
 
 
 def prompt_sources(cfg: OnlineDPOConfig):
