@@ -73,6 +73,92 @@ def test_reward_func_through_openrlhfs_loader_is_gold_reward_of_the_response(tmp
     assert len(set(scorer.score(requests))) == len(responses)
 
 
+def test_fine_task_by_hand_prompt_dependent_and_template_blind():
+    """The `fine` rule is the documented formula, depends on the prompt's words only (not on the chat
+    template around them), and refuses an unknown task naming it."""
+    from openrlhf_pilaf.demo.task import FINE_DECAY, FINE_JITTER, fine_shift, prompt_key
+
+    q = "Tell me what she paints."
+    key = prompt_key(q)
+    assert key == "tell me what she paints"
+    assert prompt_key(f"<s><|user|>{q}</s><|assistant|>") == key
+    by_hand = (
+        sum(
+            (WORD_VALUES[w] + fine_shift(key, w)) / (1 + FINE_DECAY * i)
+            for i, w in enumerate(["she", "paints", "blue", "flowers", "today"])
+        )
+        - LENGTH_COST * 1
+    )
+    assert gold_reward("She paints blue flowers today.", q, "fine") == pytest.approx(by_hand, abs=1e-12)
+    shifts = [fine_shift(key, w) for w in WORD_VALUES]
+    assert all(abs(x) <= FINE_JITTER for x in shifts) and len(set(shifts)) == len(shifts)
+    other = "Tell me what the robot counts."
+    assert gold_reward("She paints blue flowers today.", other, "fine") != gold_reward(
+        "She paints blue flowers today.", q, "fine"
+    )
+    assert gold_reward("She paints blue flowers today.", other) == gold_reward("She paints blue flowers today.")
+    with pytest.raises(ValueError, match="unknown demo task 'coarse'"):
+        gold_reward("x", q, "coarse")
+
+
+def test_fine_task_ties_only_identical_word_sequences_and_keeps_words_ordering():
+    """Among random sentences of the little language, `words` ties often (values are multiples of 0.5) while
+    `fine` ties only where the word sequences are equal; and the two rules agree on most orderings, so the
+    same SFT policy and prompts serve both tasks."""
+    import random
+
+    from openrlhf_pilaf.demo.sft import PROMPT_TEMPLATES
+    from openrlhf_pilaf.testing.tiny_models import _EXTRAS, _OBJECTS, _SUBJECTS, _VERBS
+
+    rng = random.Random(0)
+
+    def sentence():
+        return " ".join(
+            x for x in (rng.choice(_SUBJECTS), rng.choice(_VERBS), rng.choice(_OBJECTS), rng.choice(_EXTRAS)) if x
+        )
+
+    pairs = [
+        (sentence(), sentence(), PROMPT_TEMPLATES[0].format(s=rng.choice(_SUBJECTS), v=rng.choice(_VERBS)))
+        for _ in range(2000)
+    ]
+    distinct = [(a, b, q) for a, b, q in pairs if a != b]
+    word_ties = sum(gold_reward(a) == gold_reward(b) for a, b, _ in distinct) / len(distinct)
+    fine_ties = sum(gold_reward(a, q, "fine") == gold_reward(b, q, "fine") for a, b, q in distinct)
+    assert word_ties > 0.05 and fine_ties == 0, (word_ties, fine_ties)
+    untied = [(a, b, q) for a, b, q in distinct if gold_reward(a) != gold_reward(b)]
+    agree = sum(
+        (gold_reward(a) > gold_reward(b)) == (gold_reward(a, q, "fine") > gold_reward(b, q, "fine"))
+        for a, b, q in untied
+    ) / len(untied)
+    assert 0.75 < agree < 1.0, agree  # close to `words`, yet a different rule
+
+
+def test_fine_reward_file_scores_the_fine_rule(tmp_path, demo_setup):
+    from transformers import AutoTokenizer
+
+    from openrlhf_pilaf.oracle import ScoreRequest, scorer_from_remote_url
+
+    path = demo_setup.reward_file_for("fine")
+    assert path.parent == demo_setup.root and demo_setup.reward_file_for("words") == demo_setup.reward_file
+    scorer = scorer_from_remote_url(str(path), 10.0)
+    tok = AutoTokenizer.from_pretrained(demo_setup.policy)
+    question = "Say what the cat finds."
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+    )
+    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    responses = ["The cat finds blue flowers today.", "The cat finds the numbers again."]
+    requests = []
+    for r in responses:
+        r_ids = tok(r, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        requests.append(
+            ScoreRequest(tok.decode(p_ids + r_ids, skip_special_tokens=False), prompt, None, tuple(p_ids), tuple(r_ids))
+        )
+    got = scorer.score(requests)
+    assert got == pytest.approx([gold_reward(r, question, "fine") for r in responses], abs=1e-5)  # float32
+    assert got != pytest.approx([gold_reward(r) for r in responses], abs=1e-3)
+
+
 # ------------------------------------------------------------------------------------------ the set-up
 def test_prepare_demo_caches_and_the_sft_policy_speaks_the_little_language(cache_root, demo_setup):
     from transformers import AutoModelForCausalLM, AutoTokenizer

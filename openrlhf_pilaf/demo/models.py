@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from openrlhf_pilaf.demo.sft import PROMPT_TEMPLATES, SFTConfig, run_sft
-from openrlhf_pilaf.demo.task import write_reward_file
+from openrlhf_pilaf.demo.task import check_task, write_reward_file
 from openrlhf_pilaf.testing.tiny_models import _SUBJECTS, _VERBS, TinyLlamaSpec
 
 #: Bump when what prepare_demo builds changes, so stale caches are not reused.
@@ -49,6 +49,16 @@ class DemoSetup:
     @property
     def num_train_prompts(self) -> int:
         return sum(1 for _ in self.train_prompts.open())
+
+    def reward_file_for(self, task: str = "words") -> Path:
+        """The `--reward.remote_url` file of one of the demo's gold rules (demo.task.TASKS); `words` is the one
+        built with the demo, the others are written next to it on first use (they depend on no model)."""
+        if check_task(task) == "words":
+            return self.reward_file
+        path = self.root / f"gold_reward_{task}.py"
+        if not path.exists():
+            write_reward_file(path.with_suffix(".tmp"), task).rename(path)
+        return path
 
 
 def demo_prompts(seed: int, n_eval: int = EVAL_PROMPTS) -> tuple[list[str], list[str]]:
@@ -127,13 +137,14 @@ def launcher_argv(
     beta: float = 0.1,
     max_new_tokens: int,
     eval_samples_per_prompt: int = 1,
+    task: str = "words",
     extra: Sequence[str] = (),
 ) -> list[str]:
     """The argv of `python -m openrlhf_pilaf.cli.train_dpo_ray` for one sampler on the demo task.
 
     Every sampler gets the same label budget (`steps` x `pairs_per_step` pairs, two labels each), the same
     prompts in the same order (`--train.seed`), one optimizer step per online step, and the gold reward
-    through OpenRLHF's `--reward.remote_url` with Bradley-Terry labels on it.
+    through OpenRLHF's `--reward.remote_url` (the gold rule of `task`, demo.task.TASKS) with Bradley-Terry labels.
     """
     episodes = math.ceil(steps * pairs_per_step / setup.num_train_prompts)
     return [
@@ -144,7 +155,7 @@ def launcher_argv(
         "--ref.model_name_or_path",
         str(setup.policy),
         "--reward.remote_url",
-        str(setup.reward_file),
+        str(setup.reward_file_for(task)),
         "--oracle.labels",
         "bt",
         "--data.prompt_dataset",

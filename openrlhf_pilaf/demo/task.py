@@ -10,6 +10,15 @@ words (which object, which adverbial ending) at the same sentence length.
 Scale: two sensible sentences of the SFT'd policy differ by ~0.5-3 units, so Bradley-Terry labels
 (P(a > b) = sigmoid(r_a - r_b)) are informative but noisy, as human labels are.
 
+Two tasks share the language and differ in the rule (`TASKS`):
+- `words`: the word values above minus the length term. Its values are multiples of 0.5, so about 30% of
+  the SFT policy's pairs tie and their Bradley-Terry label is a coin flip.
+- `fine`: continuous and prompt-dependent. Each word's value is shifted by a fixed pseudo-random amount that
+  depends on the prompt's own words (`FINE_JITTER`, from a hash, so exact and reproducible), and the i-th
+  word of the response is weighted by `1 / (1 + FINE_DECAY * i)`. Two different responses almost never tie,
+  so nearly every label carries signal; the ordering of words by value stays close to `words`' on average,
+  so the SFT policy and the prompts serve both.
+
 OpenRLHF serves it through its own rule-reward mechanism: `--reward.remote_url reward.py` whose
 `reward_func(queries, prompts, labels)` returns {"rewards": ...}; `write_reward_file` writes that file,
 delegating here so the rule lives in one place.
@@ -17,8 +26,10 @@ delegating here so the rule lives in one place.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 # The value of each word of the little language (lower case). Function words are neutral; content words
@@ -94,16 +105,57 @@ _SPECIALS = ("<pad>", "<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>")
 _WORD = re.compile(r"[a-z0-9']+")
 
 
+#: The demo's gold rules (see the module docstring); `words` is the default.
+TASKS: tuple[str, ...] = ("words", "fine")
+#: `fine`: the largest prompt-dependent shift of a word's value, and the decay of the weight by position.
+FINE_JITTER = 0.75
+FINE_DECAY = 0.1
+
+
 def words(response: str) -> list[str]:
     """The response's words, lower case, punctuation dropped (what the rule scores)."""
     return _WORD.findall(response.lower())
 
 
-def gold_reward(response: str) -> float:
-    """The hidden reward of a response text: sum of its word values minus the length term. Exact, deterministic."""
+def check_task(task: str) -> str:
+    if task not in TASKS:
+        raise ValueError(f"unknown demo task {task!r}; choose from {', '.join(TASKS)}")
+    return task
+
+
+def prompt_key(prompt: str) -> str:
+    """What of a prompt the `fine` rule depends on: its words, chat-template tokens dropped (so the raw question
+    and the templated prompt OpenRLHF passes to `reward_func` give the same key)."""
+    for tok in _SPECIALS:
+        prompt = prompt.replace(tok, " ")
+    return " ".join(words(prompt))
+
+
+@lru_cache(maxsize=65536)
+def fine_shift(key: str, word: str) -> float:
+    """The `fine` rule's shift of `word`'s value for prompts with `key`: uniform in [-FINE_JITTER, FINE_JITTER],
+    from SHA-256 of (key, word), so it is exact and the same on every machine."""
+    digest = hashlib.sha256(f"{key}\x00{word}".encode()).digest()
+    unit = int.from_bytes(digest[:8], "big") / 2**64  # [0, 1)
+    return FINE_JITTER * (2.0 * unit - 1.0)
+
+
+def gold_reward(response: str, prompt: str = "", task: str = "words") -> float:
+    """The hidden reward of a response text to `prompt` under `task` (`TASKS`). Exact, deterministic.
+
+    words: sum of the word values minus the length term (the prompt does not matter).
+    fine: sum over positions i of (value + fine_shift(prompt, word)) / (1 + FINE_DECAY * i), minus the same
+    length term.
+    """
     ws = words(response)
-    value = sum(WORD_VALUES.get(w, UNKNOWN_WORD_VALUE) for w in ws)
-    return float(value - LENGTH_COST * abs(len(ws) - TARGET_WORDS))
+    length_term = LENGTH_COST * abs(len(ws) - TARGET_WORDS)
+    if check_task(task) == "words":
+        return float(sum(WORD_VALUES.get(w, UNKNOWN_WORD_VALUE) for w in ws) - length_term)
+    key = prompt_key(prompt)
+    value = sum(
+        (WORD_VALUES.get(w, UNKNOWN_WORD_VALUE) + fine_shift(key, w)) / (1.0 + FINE_DECAY * i) for i, w in enumerate(ws)
+    )
+    return float(value - length_term)
 
 
 def response_of(query: str, prompt: str) -> str:
@@ -125,32 +177,34 @@ def response_of(query: str, prompt: str) -> str:
     return response
 
 
-def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence | None = None) -> dict:
+def reward_func(
+    queries: Sequence[str], prompts: Sequence[str], labels: Sequence | None = None, task: str = "words"
+) -> dict:
     """OpenRLHF's rule-reward interface (`--reward.remote_url file.py`): {"rewards": [...], ...} per query."""
     import torch
 
     if len(queries) != len(prompts):
         raise ValueError(f"reward_func got {len(queries)} queries and {len(prompts)} prompts")
     rewards = torch.tensor(
-        [gold_reward(response_of(q, p)) for q, p in zip(queries, prompts, strict=True)], dtype=torch.float32
+        [gold_reward(response_of(q, p), p, task) for q, p in zip(queries, prompts, strict=True)], dtype=torch.float32
     )
     # OpenRLHF's executor reads "rewards" (and "scores"/"extra_logs" when present): give all three.
     return {"rewards": rewards, "scores": rewards, "extra_logs": {"gold_reward": rewards}}
 
 
-_REWARD_FILE = '''"""The demo's gold reward for `--reward.remote_url` (written by demo.task.write_reward_file)."""
+_REWARD_FILE = '''"""The demo's gold reward ({task!r} task) for `--reward.remote_url` (demo.task.write_reward_file)."""
 
 from openrlhf_pilaf.demo.task import reward_func as _gold
 
 
 def reward_func(queries, prompts, labels):
-    return _gold(queries, prompts, labels)
+    return _gold(queries, prompts, labels, task={task!r})
 '''
 
 
-def write_reward_file(path: str | Path) -> Path:
+def write_reward_file(path: str | Path, task: str = "words") -> Path:
     """Write the `.py` with `reward_func` that OpenRLHF loads for `--reward.remote_url`; it delegates here."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_REWARD_FILE)
+    path.write_text(_REWARD_FILE.format(task=check_task(task)))
     return path
