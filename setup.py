@@ -64,6 +64,7 @@ setup(
             "openrlhf-pilaf-dpo=openrlhf_pilaf.cli.train_dpo_ray:main",
             "openrlhf-pilaf-plot=openrlhf_pilaf.cli.plot:main",
             "openrlhf-pilaf-evaluate=openrlhf_pilaf.cli.evaluate:main",
+            "openrlhf-pilaf-analyze-pairs=openrlhf_pilaf.cli.analyze_pairs:main",
         ],
         # vLLM calls this in every process it starts (driver, engine core, workers), which is where
         # an out-of-tree architecture must be registered; registering in the driver alone fails.

@@ -38,7 +38,7 @@ def check_demo_flags(cfg: DemoConfig) -> None:
     # The argv the demo will give the launcher, from a stand-in set-up (nothing is read or built).
     where = Path(cfg.cache_dir)
     stand_in = SimpleNamespace(
-        policy=where, reward_file=where, train_prompts=where, eval_prompts=where, num_train_prompts=1
+        policy=where, train_prompts=where, eval_prompts=where, num_train_prompts=1, reward_file_for=lambda task: where
     )
     argv = launcher_argv(
         stand_in,

@@ -122,31 +122,23 @@ def prepare_demo(
     )
 
 
-def launcher_argv(
+def _task_argv(
     setup: DemoSetup,
     out_dir: Path,
     sampler: str,
     *,
-    engine: str = "vllm",
-    seed: int = 42,
-    steps: int,
-    pairs_per_step: int,
-    eval_every: int,
+    engine: str,
+    seed: int,
+    batch_size: int,
+    num_episodes: int,
     eval_prompts: int,
+    eval_samples_per_prompt: int,
     lr: float,
-    beta: float = 0.1,
+    beta: float,
     max_new_tokens: int,
-    eval_samples_per_prompt: int = 1,
-    task: str = "words",
-    extra: Sequence[str] = (),
+    task: str,
 ) -> list[str]:
-    """The argv of `python -m openrlhf_pilaf.cli.train_dpo_ray` for one sampler on the demo task.
-
-    Every sampler gets the same label budget (`steps` x `pairs_per_step` pairs, two labels each), the same
-    prompts in the same order (`--train.seed`), one optimizer step per online step, and the gold reward
-    through OpenRLHF's `--reward.remote_url` (the gold rule of `task`, demo.task.TASKS) with Bradley-Terry labels.
-    """
-    episodes = math.ceil(steps * pairs_per_step / setup.num_train_prompts)
+    """The flags every demo run shares, online or iterative: models, the gold oracle, prompts, optimizer, evaluation."""
     return [
         "--engine",
         engine,
@@ -168,25 +160,21 @@ def launcher_argv(
         "--pilaf.sampler",
         sampler,
         "--rollout.batch_size",
-        str(pairs_per_step),
+        str(batch_size),
         "--rollout.max_new_tokens",
         str(max_new_tokens),
         "--train.batch_size",
-        str(pairs_per_step),
+        str(batch_size),
         "--train.micro_batch_size",
-        str(pairs_per_step),
+        str(batch_size),
         "--train.num_episodes",
-        str(max(1, episodes)),
-        "--train.max_steps",
-        str(steps),
+        str(max(1, num_episodes)),
         "--train.seed",
         str(seed),
         "--actor.adam.lr",
         repr(float(lr)),
         "--dpo.beta",
         repr(float(beta)),
-        "--eval.steps",
-        str(eval_every),
         "--eval.dataset",
         str(setup.eval_prompts),
         "--eval.max_samples",
@@ -195,5 +183,82 @@ def launcher_argv(
         str(eval_samples_per_prompt),
         "--ckpt.output_dir",
         str(out_dir),
+    ]
+
+
+def launcher_argv(
+    setup: DemoSetup,
+    out_dir: Path,
+    sampler: str,
+    *,
+    engine: str = "vllm",
+    seed: int = 42,
+    steps: int,
+    pairs_per_step: int,
+    eval_every: int,
+    eval_prompts: int,
+    lr: float,
+    beta: float = 0.1,
+    max_new_tokens: int,
+    eval_samples_per_prompt: int = 1,
+    task: str = "words",
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The argv of `python -m openrlhf_pilaf.cli.train_dpo_ray` for one sampler on the demo task (online DPO).
+
+    Every sampler gets the same label budget (`steps` x `pairs_per_step` pairs, two labels each), the same
+    prompts in the same order (`--train.seed`), one optimizer step per online step, and the gold reward
+    through OpenRLHF's `--reward.remote_url` (the gold rule of `task`, demo.task.TASKS) with Bradley-Terry labels.
+    """
+    episodes = math.ceil(steps * pairs_per_step / setup.num_train_prompts)
+    common = _task_argv(
+        setup, out_dir, sampler, engine=engine, seed=seed, batch_size=pairs_per_step, num_episodes=episodes,
+        eval_prompts=eval_prompts, eval_samples_per_prompt=eval_samples_per_prompt, lr=lr, beta=beta,
+        max_new_tokens=max_new_tokens, task=task,
+    )  # fmt: skip
+    return [*common, "--train.max_steps", str(steps), "--eval.steps", str(eval_every), *extra]
+
+
+def iterative_launcher_argv(
+    setup: DemoSetup,
+    out_dir: Path,
+    sampler: str,
+    *,
+    first_round_sampler: str = "vanilla",
+    engine: str = "torch",
+    seed: int = 42,
+    rounds: int,
+    prompts_per_round: int,
+    epochs: int,
+    batch_size: int,
+    eval_prompts: int,
+    eval_samples_per_prompt: int,
+    lr: float,
+    beta: float = 0.1,
+    max_new_tokens: int,
+    task: str = "words",
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The argv of one iterative DPO run on the demo task, the paper's protocol: round 1 with
+    `first_round_sampler` from the SFT policy, rounds 2.. with `sampler`, the SFT policy as the fixed reference,
+    `prompts_per_round` pairs (the label budget) per round for every sampler, `epochs` passes over each round."""
+    episodes = math.ceil(rounds * prompts_per_round / setup.num_train_prompts)
+    common = _task_argv(
+        setup, out_dir, sampler, engine=engine, seed=seed, batch_size=batch_size, num_episodes=episodes,
+        eval_prompts=eval_prompts, eval_samples_per_prompt=eval_samples_per_prompt, lr=lr, beta=beta,
+        max_new_tokens=max_new_tokens, task=task,
+    )  # fmt: skip
+    return [
+        *common,
+        "--dpo.mode",
+        "iterative",
+        "--dpo.rounds",
+        str(rounds),
+        "--dpo.prompts_per_round",
+        str(prompts_per_round),
+        "--dpo.epochs",
+        str(epochs),
+        "--dpo.first_round_sampler",
+        first_round_sampler,
         *extra,
     ]
