@@ -9,7 +9,13 @@ Experiments (online DPO, `--engine torch`, the demo's task: `openrlhf_pilaf.demo
 - overfit: vanilla and pilaf from an over-fitted SFT policy (the paper's third experiment);
 - ablation: vanilla and pilaf from the main start with one setting changed (`ABLATIONS`: noise-free labels,
   PILAF's mix_prob and w, a larger beta), `--ablation_seeds` seeds each: what a reader checks when the
-  ordering of the main experiment is in doubt.
+  ordering of the main experiment is in doubt;
+- iterative: the paper's protocol (round 1 vanilla, rounds 2.. per sampler, fixed SFT reference), on both demo
+  tasks, paired seeds (bench/iterative_results.py holds the protocol, fixed before it ran);
+- pair_quality: no training; which pairs pi x pi and pi_plus x pi_minus (several w) give at a moved policy.
+
+The pair analysis (`openrlhf_pilaf.analysis.pairs`: |d|, identical texts, ties, gold gap, label agreement) runs
+on every experiment's pair logs.
 
 Each run is one `python -m openrlhf_pilaf.cli.train_dpo_ray` process (1 torch thread; `--workers` at once);
 a run whose final model exists is not run again, so an interrupted reproduction resumes. The reward is the
@@ -38,6 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import iterative_results as it  # noqa: E402
 from bench.machine import cpu_name  # noqa: E402
 
 SAMPLERS = ("vanilla", "best_of_n", "hybrid", "pilaf")
@@ -61,6 +68,10 @@ ABLATIONS: dict[str, tuple[str, tuple[str, ...], tuple[str, str] | None]] = {
 }
 
 
+EXPERIMENTS = ("main", "overfit", "ablation", "iterative", "pair_quality")
+ONLINE_EXPERIMENTS = ("main", "overfit", "ablation")
+
+
 def baseline_of(experiment: str, row: str) -> tuple[str, str] | None:
     """The (experiment, row) a row's J is compared with: vanilla of its own experiment, or the ablation's choice."""
     if experiment == "ablation":
@@ -76,6 +87,8 @@ class Run:
     out: Path
     label: str = ""  # the row of the table: the sampler, or the ablation's variant
     extra: tuple[str, ...] = ()  # flags appended to the launcher's argv (the ablation's change)
+    argv: tuple[str, ...] | None = None  # the whole argv, for experiments that build their own (iterative, ...)
+    finished_when: str = "final"  # "final": final/config.json exists; "candidates": round_1/to_label.jsonl exists
 
     @property
     def row(self) -> str:
@@ -96,9 +109,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--max_new_tokens", type=int, default=None, help="default: the demo's")
     p.add_argument("--workers", type=int, default=2, help="runs at once (one torch thread each)")
-    p.add_argument(
-        "--experiments", nargs="+", default=["main", "overfit", "ablation"], choices=["main", "overfit", "ablation"]
-    )
+    p.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS), choices=EXPERIMENTS)
     p.add_argument("--ablation_seeds", type=int, default=3, help="seeds per ablation variant")
     p.add_argument("--docs", type=Path, default=None, help="rewrite the generated sections of this page")
     return p
@@ -115,6 +126,8 @@ def demo_defaults() -> dict:
 def plan_runs(args) -> list[Run]:
     runs = []
     for exp in args.experiments:
+        if exp not in ONLINE_EXPERIMENTS:
+            continue
         if exp == "ablation":
             for i, (label, (sampler, extra, _)) in enumerate(ABLATIONS.items()):
                 for seed in range(1, args.ablation_seeds + 1):
@@ -128,8 +141,14 @@ def plan_runs(args) -> list[Run]:
     return runs
 
 
+def finished(run: Run) -> bool:
+    if run.finished_when == "candidates":
+        return it.pair_quality_finished(run.out)
+    return (run.out / "final" / "config.json").exists()
+
+
 def run_one(run: Run, argv: list[str]) -> float:
-    if (run.out / "final" / "config.json").exists():
+    if finished(run):
         return 0.0
     if run.out.exists():  # an interrupted run: its labels are kept, it resumes
         argv = [*argv, "--ckpt.load_enable"]
@@ -151,7 +170,8 @@ def run_one(run: Run, argv: list[str]) -> float:
 
 def run_seconds(run: Run) -> float:
     """A finished run's wall time, from its directory: the launcher writes config.json first, final/ last."""
-    return (run.out / "final" / "config.json").stat().st_mtime - (run.out / "config.json").stat().st_mtime
+    last = run.out / ("round_1/to_label.jsonl" if run.finished_when == "candidates" else "final/config.json")
+    return last.stat().st_mtime - (run.out / "config.json").stat().st_mtime
 
 
 def t_interval(values: list[float]) -> tuple[float, float]:
@@ -217,10 +237,11 @@ def detectable_difference(a: list[float], b: list[float]) -> float:
 
 
 def analyse(runs: list[Run], beta: float) -> dict:
+    from openrlhf_pilaf.analysis.pairs import analyse_runs
     from openrlhf_pilaf.analysis.runs import load_run
 
     out: dict = {}
-    for exp in sorted({r.experiment for r in runs}):
+    for exp in sorted({r.experiment for r in runs} & set(ONLINE_EXPERIMENTS)):
         exp_runs = [r for r in runs if r.experiment == exp]
         per_sampler: dict = {}
         for sampler in dict.fromkeys(r.row for r in exp_runs):
@@ -242,6 +263,8 @@ def analyse(runs: list[Run], beta: float) -> dict:
                 "pairs": pair_diagnostics([r.out for r in exp_runs if r.row == sampler]),
             }
         out[exp] = {"samplers": per_sampler, "beta": beta}
+        if exp == "main":  # where the theory says PILAF and vanilla coincide: how large |d| was
+            out[exp]["pairs"] = analyse_runs([r.out for r in exp_runs])
     for exp, res in out.items():  # comparisons, once every experiment is in (the ablation's refer to main)
         for row, s in res["samplers"].items():
             base = baseline_of(exp, row)
@@ -358,6 +381,53 @@ def draw_figures(runs: list[Run], out_dir: Path) -> list[Path]:
     return written
 
 
+def execute(runs: list[Run], argv_of, workers: int, desc: str) -> None:
+    """Run what is not finished, `workers` at once, in plan order; a failed run stops the reproduction."""
+    from tqdm import tqdm
+
+    if not runs:
+        return
+    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(runs), desc=desc) as bar:
+        futures = [pool.submit(run_one, r, list(r.argv) if r.argv is not None else argv_of(r)) for r in runs]
+        for f in futures:
+            f.result()
+            bar.update()
+
+
+def plan_iterative(args, setup) -> list[Run]:
+    """Every (task, sampler, seed) of the iterative protocol, seed-major so that every seed's arms finish together."""
+    runs = []
+    for task in it.PROTOCOL.tasks:
+        for seed in range(1, it.PROTOCOL.seeds + 1):
+            for sampler in it.SAMPLERS:
+                out = it.iterative_dir(args.out, task, sampler, seed)
+                argv = it.iterative_argv(setup, out, task, sampler, seed)
+                runs.append(Run(f"iterative_{task}", sampler, seed, out, argv=tuple(argv)))
+    return runs
+
+
+def plan_pair_quality(args, setup) -> list[Run]:
+    runs = []
+    for task in it.PROTOCOL.tasks:
+        source = it.iterative_dir(args.out, task, "vanilla", it.PAIR_QUALITY_SOURCE_SEED) / "round_1" / "model"
+        for i, (name, sampler, extra) in enumerate(it.PAIR_QUALITY_SETTINGS):
+            out = it.pair_quality_dir(args.out, task, i, sampler)
+            argv = it.pair_quality_argv(setup, out, task, source, sampler, extra)
+            runs.append(
+                Run(f"pair_quality_{task}", sampler, 0, out, label=name, argv=tuple(argv), finished_when="candidates")
+            )
+    return runs
+
+
+def without_abs_d(obj):
+    """The results without the per-pair |d| lists (kept in --out's results.json, too long for the page's copy)."""
+    if isinstance(obj, dict):
+        return {k: without_abs_d(v) for k, v in obj.items() if k != "abs_d"}
+    if isinstance(obj, list):
+        return [without_abs_d(v) for v in obj]
+    return obj
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     from openrlhf_pilaf.demo.models import launcher_argv, prepare_demo
@@ -391,35 +461,47 @@ def main(argv: list[str] | None = None) -> int:
             extra=run.extra,
         )
 
-    from tqdm import tqdm
+    iterative = plan_iterative(args, setups["main"]) if "iterative" in args.experiments else []
+    execute(iterative, argv_of, args.workers, "iterative runs")
+    quality = plan_pair_quality(args, setups["main"]) if "pair_quality" in args.experiments else []
+    execute(quality, argv_of, args.workers, "pair-quality runs")
+    execute(runs, argv_of, args.workers, "online runs")
 
-    with ThreadPoolExecutor(args.workers) as pool, tqdm(total=len(runs), desc="runs") as bar:
-        futures = [pool.submit(run_one, r, argv_of(r)) for r in runs]
-        seconds = []
-        for f in futures:
-            seconds.append(f.result())
-            bar.update()
-    results = analyse(runs, args.beta)
+    results = analyse(runs, args.beta) if runs else {}
+    for task in it.PROTOCOL.tasks if iterative else ():
+        results[f"iterative_{task}"] = it.analyse_iterative(args.out, task)
+    for task in it.PROTOCOL.tasks if quality else ():
+        results[f"pair_quality_{task}"] = it.analyse_pair_quality(args.out, task)
+    everything = [*runs, *iterative, *quality]
     meta = {
         "machine": f"{cpu_name()}, {os.cpu_count()} cores, no GPU",
-        "runs": f"{len(runs)} ({args.workers} at once, one torch thread each); per run "
-        f"{min(map(run_seconds, runs)):.0f}-{max(map(run_seconds, runs)):.0f} s, "
-        f"{sum(map(run_seconds, runs)) / 60:.0f} min in all (from the run directories); "
-        f"this invocation {time.perf_counter() - t0:.0f} s",
-        "per run": f"{args.steps} online steps x {args.pairs_per_step} pairs (= {args.steps * args.pairs_per_step} "
-        f"pairs, {2 * args.steps * args.pairs_per_step} labels), --engine torch, lr {lr}, beta {args.beta}, "
-        f"at most {max_new} new tokens, evaluation every {args.eval_every} steps on {args.eval_prompts} held-out "
-        f"prompts x {args.eval_samples} samples",
         "command": "python bench/reproduce_results.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "runs": f"{len(everything)} ({args.workers} at once, one torch thread each); per run "
+        f"{min(map(run_seconds, everything)):.0f}-{max(map(run_seconds, everything)):.0f} s, "
+        f"{sum(map(run_seconds, everything)) / 60:.0f} min in all (from the run directories); "
+        f"this invocation {time.perf_counter() - t0:.0f} s",
     }
+    if runs:
+        meta["online runs"] = (
+            f"{args.steps} online steps x {args.pairs_per_step} pairs (= {args.steps * args.pairs_per_step} "
+            f"pairs, {2 * args.steps * args.pairs_per_step} labels), --engine torch, lr {lr}, beta {args.beta}, "
+            f"at most {max_new} new tokens, evaluation every {args.eval_every} steps on {args.eval_prompts} held-out "
+            f"prompts x {args.eval_samples} samples"
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     figure_dir = args.docs.parent / "results" if args.docs is not None else args.out
-    figures = draw_figures(runs, figure_dir)
-    blocks = render_tables(results, meta)
+    figures = draw_figures(runs, figure_dir) if runs else []
+    figures += it.draw_figures(results, figure_dir)
+    blocks = render_tables({k: v for k, v in results.items() if k in ONLINE_EXPERIMENTS}, meta) if runs else {}
+    blocks.update(it.render_blocks(results))
     for name, body in blocks.items():
         print(f"\n## {name}\n{body}")
     if args.docs is not None:
         rewrite_docs(args.docs, blocks)
+        summary = figure_dir / "results_summary.json"  # committed: the numbers behind the page, without the runs
+        old = json.loads(summary.read_text())["results"] if summary.exists() else {}
+        summary.write_text(json.dumps({"meta": meta, "results": {**old, **without_abs_d(results)}}, indent=1))
     print(f"\nresults: {args.out / 'results.json'}; figures: {', '.join(map(str, figures))}")
     return 0
 
