@@ -96,11 +96,11 @@ class SalsaProtocol:
     eval_seed: int = 1000  # + the run's seed: the evaluations of one run share their sampling seed
     # PPO (OpenRLHF's PPO trainer; REINFORCE++: k1 KL in the reward, returns whitened over the batch, no critic)
     ppo_estimator: str = "reinforce"
-    ppo_steps: int = 24
+    ppo_steps: int = 120  # 20 passes over the 192 train prompts; ~0.5 s a step on 2 cores, + ~1 min of start
     ppo_prompts_per_step: int = 32
     ppo_samples_per_prompt: int = 1
     ppo_lr: float = 5e-4
-    ppo_save_every: int = 4  # HF checkpoint every N steps: the held-out evaluation points
+    ppo_save_every: int = 10  # HF checkpoint every N steps: the held-out evaluation points
     # online DPO (the demo's settings, bench/reproduce_results.py's main experiment)
     dpo_steps: int = 40
     dpo_pairs_per_step: int = 16
@@ -470,8 +470,13 @@ def ppo_log_steps(log: Path) -> list[int]:
     return [int(m) for m in re.findall(r"Global step (\d+): ", log.read_text(errors="replace"))]
 
 
-def ppo_log_metrics(log: Path, keys: Sequence[str] = ("reward", "kl", "policy_loss", "timing/step_total")) -> list:
-    """OpenRLHF's per-step training log ("Global step N: {...}"), the numbers of `keys` where present."""
+TRAIN_LOG_KEYS = ("reward", "kl", "return", "response_length", "actor_lr", "actor_grad_norm", "timing/step_total")
+
+
+def ppo_log_metrics(log: Path, keys: Sequence[str] = TRAIN_LOG_KEYS) -> list:
+    """OpenRLHF's per-step training log ("Global step N: {...}"), the numbers of `keys` where present: the rollout's
+    gold reward on train prompts, the per-token k1 KL of the actor to its reference before that step's update, the
+    return (reward - beta x the summed k1), and so on (ppo_trainer.py's status dict)."""
     import re
 
     rows = []
@@ -802,7 +807,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache_dir", type=Path, default=ROOT / ".cache" / "demo", help="the demo's models")
     p.add_argument("--seeds", type=int, default=PROTOCOL.seeds)
     p.add_argument("--workers", type=int, default=2, help="DPO runs at once (one torch thread per process)")
-    p.add_argument("--ppo_workers", type=int, default=None, help="PPO runs at once (default: --workers)")
+    p.add_argument(
+        "--ppo_workers", type=int, default=1, help="PPO runs at once (each starts its own Ray; 2 at once is untried)"
+    )
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--ppo_steps", type=int, default=PROTOCOL.ppo_steps)
     p.add_argument("--ppo_save_every", type=int, default=PROTOCOL.ppo_save_every)
@@ -846,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     inputs = prepare_inputs(args.out, args.cache_dir, proto)
     runs = plan_runs(args.out, inputs, proto.seeds, args.methods, proto)
-    ppo_workers = args.workers if args.ppo_workers is None else args.ppo_workers
+    ppo_workers = args.ppo_workers
     execute([r for r in runs if r.experiment == "ppo"], inputs, ppo_workers, proto)
     execute([r for r in runs if r.experiment == "dpo"], inputs, args.workers, proto)
     results = analyse(runs, proto.kl_grid_points)

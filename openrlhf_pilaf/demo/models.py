@@ -87,15 +87,29 @@ def sft_config(seed: int, sft_steps: int, overfit: bool) -> SFTConfig:
 
 
 def prepare_demo(
-    root: Path, *, seed: int = 0, sft_steps: int = DEFAULT_SFT_STEPS, overfit: bool = False, progress: bool = True
+    root: Path,
+    *,
+    seed: int = 0,
+    sft_steps: int = DEFAULT_SFT_STEPS,
+    overfit: bool = False,
+    progress: bool = True,
+    sft_seed: int | None = None,
 ) -> DemoSetup:
     """Build (or reuse) the demo under `root`/demo-<key of the arguments>: base model, SFT'd policy, reward
-    file, prompt sets. A second call with the same arguments reuses the finished build."""
+    file, prompt sets. A second call with the same arguments reuses the finished build.
+
+    `seed` makes the base model and the prompt split; `sft_seed` (default: `seed`) is the SFT's own seed: its
+    corpus sample, batch order and torch seed. Two `sft_seed`s of one `seed` are two fine-tunes of the same
+    base (same architecture, tokenizer and shapes, same prompts): ingredients of a SALSA soup. The cache key holds
+    the SFT's seed in its `sft` entry, as it always did, so `sft_seed=None` (or `= seed`) is the same key and build.
+    """
     from openrlhf_pilaf.testing.tiny_models import _build_once, build_causal_lm, build_tokenizer
 
     if isinstance(sft_steps, bool) or not isinstance(sft_steps, int) or sft_steps < 1:
         raise ValueError(f"sft_steps must be an integer >= 1, got {sft_steps!r}")
-    cfg = sft_config(seed, sft_steps, overfit)
+    if sft_seed is not None and (isinstance(sft_seed, bool) or not isinstance(sft_seed, int)):
+        raise ValueError(f"sft_seed must be an integer or None, got {sft_seed!r}")
+    cfg = sft_config(seed if sft_seed is None else sft_seed, sft_steps, overfit)
     record = {"v": DEMO_VERSION, "seed": seed, "sft": dataclasses.asdict(cfg), "spec": dataclasses.asdict(DEMO_SPEC)}
     key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
     out = Path(root) / f"demo-{key}"
