@@ -398,12 +398,13 @@ def execute(runs: list[Run], argv_of, workers: int, desc: str) -> None:
             bar.update()
 
 
-def plan_iterative(args, setup) -> list[Run]:
-    """Every (task, sampler, seed) of the iterative protocol, seed-major so that every seed's arms finish together."""
+def plan_iterative(args, setup, seeds: range | None = None, samplers: tuple[str, ...] = it.SAMPLERS) -> list[Run]:
+    """(task, seed, sampler) runs of the iterative protocol, seed-major so that every seed's arms finish together;
+    default: the protocol's seeds and the four samplers."""
     runs = []
     for task in it.PROTOCOL.tasks:
-        for seed in range(1, it.PROTOCOL.seeds + 1):
-            for sampler in it.SAMPLERS:
+        for seed in seeds if seeds is not None else range(1, it.PROTOCOL.seeds + 1):
+            for sampler in samplers:
                 out = it.iterative_dir(args.out, task, sampler, seed)
                 argv = it.iterative_argv(setup, out, task, sampler, seed)
                 runs.append(Run(f"iterative_{task}", sampler, seed, out, argv=tuple(argv)))
@@ -412,14 +413,9 @@ def plan_iterative(args, setup) -> list[Run]:
 
 def plan_extension(args, setup) -> list[Run]:
     """The primary comparison's arms on the seeds the protocol's extension adds (declared on the page)."""
-    runs = []
-    for task in it.PROTOCOL.tasks:
-        for seed in range(it.PROTOCOL.seeds + 1, it.PROTOCOL.extension_seeds + 1):
-            for sampler in it.PROTOCOL.primary:
-                out = it.iterative_dir(args.out, task, sampler, seed)
-                argv = it.iterative_argv(setup, out, task, sampler, seed)
-                runs.append(Run(f"iterative_{task}", sampler, seed, out, argv=tuple(argv)))
-    return runs
+    return plan_iterative(
+        args, setup, range(it.PROTOCOL.seeds + 1, it.PROTOCOL.extension_seeds + 1), it.PROTOCOL.primary
+    )
 
 
 def plan_pair_quality(args, setup) -> list[Run]:

@@ -16,7 +16,6 @@ a snapshot copy: an analysis never writes into a run directory, which may belong
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from openrlhf_pilaf.analysis.runs import config_entry, read_config
 from openrlhf_pilaf.pairs import BRANCHES, PairLog, PairLogError
 
 logger = logging.getLogger(__name__)
@@ -77,34 +77,12 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _read_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise PairAnalysisError(f"{run_dir}: no config.json (the launcher writes it when the run starts)")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise PairAnalysisError(f"{run_dir}: malformed {path}:{e.lineno}: {e.msg}") from None
-    if not isinstance(config, dict):
-        raise PairAnalysisError(f"{run_dir}: {path} is not a JSON object")
-    return config
-
-
-def _config_entry(config: dict, run_dir: Path, group: str, key: str) -> Any:
-    entry = config.get(group)
-    if not isinstance(entry, dict) or key not in entry:
-        raise PairAnalysisError(
-            f"{run_dir}: config.json has no {group}.{key} (was it written by the online DPO launcher?)"
-        )
-    return entry[key]
-
-
 def _run_settings(config: dict, run_dir: Path) -> tuple[str, float, str, bool]:
     """sampler, beta, mode and update_reference of a run, each checked: d is meaningless without beta."""
-    sampler = _config_entry(config, run_dir, "pilaf", "sampler")
+    sampler = config_entry(config, run_dir, "pilaf", "sampler", PairAnalysisError)
     if not isinstance(sampler, str) or not sampler:
         raise PairAnalysisError(f"{run_dir}: config.json pilaf.sampler must be a name, got {sampler!r}")
-    beta = _config_entry(config, run_dir, "dpo", "beta")
+    beta = config_entry(config, run_dir, "dpo", "beta", PairAnalysisError)
     if not _is_number(beta) or not math.isfinite(beta) or beta <= 0:
         raise PairAnalysisError(f"{run_dir}: config.json dpo.beta must be a positive number, got {beta!r}")
     dpo = config["dpo"]
@@ -192,7 +170,7 @@ def load_pair_rows(run_dir: str | Path) -> RunPairs:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise PairAnalysisError(f"{run_dir}: not a directory")
-    sampler, beta, mode, update_reference = _run_settings(_read_config(run_dir), run_dir)
+    sampler, beta, mode, update_reference = _run_settings(read_config(run_dir, PairAnalysisError), run_dir)
     logs, waiting = _pair_logs(run_dir, mode)
     if not logs:
         where = "pairs.jsonl" if mode == "online" else "round_<k>/pairs.jsonl"

@@ -95,23 +95,25 @@ def _read_points(run_dir: Path) -> list[dict[str, Any]]:
     return [by_key[k] for k in sorted(by_key)]
 
 
-def _config_entry(config: dict, run_dir: Path, group: str, key: str) -> Any:
+def config_entry(config: dict, run_dir: Path, group: str, key: str, error: type[ValueError] = RunDirError) -> Any:
+    """`config[group][key]` of a run's config.json, or `error` naming the directory."""
     entry = config.get(group)
     if not isinstance(entry, dict) or key not in entry:
-        raise RunDirError(f"{run_dir}: config.json has no {group}.{key} (was it written by the online DPO launcher?)")
+        raise error(f"{run_dir}: config.json has no {group}.{key} (was it written by the online DPO launcher?)")
     return entry[key]
 
 
-def _read_config(run_dir: Path) -> dict[str, Any]:
+def read_config(run_dir: Path, error: type[ValueError] = RunDirError) -> dict[str, Any]:
+    """A run's config.json as a dict, or `error` naming the directory (and the line of a malformed file)."""
     path = run_dir / "config.json"
     if not path.is_file():
-        raise RunDirError(f"{run_dir}: no config.json (the launcher writes it when the run starts)")
+        raise error(f"{run_dir}: no config.json (the launcher writes it when the run starts)")
     try:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise RunDirError(f"{run_dir}: malformed {path}:{e.lineno}: {e.msg}") from None
+        raise error(f"{run_dir}: malformed {path}:{e.lineno}: {e.msg}") from None
     if not isinstance(config, dict):
-        raise RunDirError(f"{run_dir}: {path} is not a JSON object")
+        raise error(f"{run_dir}: {path} is not a JSON object")
     return config
 
 
@@ -120,9 +122,9 @@ def load_run(run_dir: str | Path) -> RunCurve:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: not a directory")
-    config = _read_config(run_dir)
-    sampler = _config_entry(config, run_dir, "pilaf", "sampler")
-    seed = _config_entry(config, run_dir, "train", "seed")
+    config = read_config(run_dir)
+    sampler = config_entry(config, run_dir, "pilaf", "sampler")
+    seed = config_entry(config, run_dir, "train", "seed")
     if not isinstance(sampler, str) or not sampler:
         raise RunDirError(f"{run_dir}: config.json pilaf.sampler must be a name, got {sampler!r}")
     if not _is_int(seed):
