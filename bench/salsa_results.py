@@ -893,6 +893,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n## {name}\n{body}")
     if args.docs is not None:
         rewrite_docs(args.docs, blocks)
+        # committed beside the page: the numbers behind it survive a fresh machine (the runs do not)
+        (figure_dir / "salsa_summary.json").write_text(json.dumps(payload, indent=1))
     print(f"\nresults: {args.out / 'salsa_results.json'}; figures: {', '.join(map(str, figures))}")
     return 0
 
