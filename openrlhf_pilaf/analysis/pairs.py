@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from openrlhf_pilaf.analysis.runs import config_entry, read_config
+from openrlhf_pilaf.analysis.runs import config_entry, load_each_once, read_config
 from openrlhf_pilaf.pairs import BRANCHES, PairLog, PairLogError
 
 logger = logging.getLogger(__name__)
@@ -194,15 +194,7 @@ def load_pair_rows(run_dir: str | Path) -> RunPairs:
 
 def load_runs_pairs(run_dirs: Iterable[str | Path]) -> list[RunPairs]:
     """`load_pair_rows` for each directory in order; a directory given twice is refused (it would count twice)."""
-    seen: dict[Path, str | Path] = {}
-    runs = []
-    for run_dir in run_dirs:
-        resolved = Path(run_dir).resolve()
-        if resolved in seen:
-            raise PairAnalysisError(f"{run_dir}: given twice (also as {seen[resolved]}); its pairs would count twice")
-        seen[resolved] = run_dir
-        runs.append(load_pair_rows(run_dir))
-    return runs
+    return load_each_once(run_dirs, load_pair_rows, PairAnalysisError, "its pairs would count twice")
 
 
 # ----------------------------------------------------------------------------------------------- one pair

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: The numbers of one evaluation that a curve keeps (besides "step", and "round" in iterative mode).
 POINT_FIELDS: tuple[str, ...] = ("pairs_labelled", "labels_spent", "reward", "reward_ci95", "kl", "kl_se", "J")
@@ -139,14 +141,22 @@ def load_run(run_dir: str | Path) -> RunCurve:
     return RunCurve(run_dir=run_dir, label=label, sampler=sampler, seed=seed, mode=mode, points=points)
 
 
-def load_runs(run_dirs: Iterable[str | Path]) -> list[RunCurve]:
-    """`load_run` for each directory, in the order given; a directory given twice is refused."""
+def load_each_once(
+    run_dirs: Iterable[str | Path], load: Callable[[str | Path], T], error: type[ValueError], why: str
+) -> list[T]:
+    """`load` for each directory, in the order given; a directory given twice (under any spelling) is refused
+    with `error`, saying `why` that matters."""
     seen: dict[Path, str | Path] = {}
-    curves = []
+    loaded = []
     for run_dir in run_dirs:
         resolved = Path(run_dir).resolve()
         if resolved in seen:
-            raise RunDirError(f"{run_dir}: given twice (also as {seen[resolved]}); each run would be drawn twice")
+            raise error(f"{run_dir}: given twice (also as {seen[resolved]}); {why}")
         seen[resolved] = run_dir
-        curves.append(load_run(run_dir))
-    return curves
+        loaded.append(load(run_dir))
+    return loaded
+
+
+def load_runs(run_dirs: Iterable[str | Path]) -> list[RunCurve]:
+    """`load_run` for each directory, in the order given; a directory given twice is refused."""
+    return load_each_once(run_dirs, load_run, RunDirError, "each run would be drawn twice")
