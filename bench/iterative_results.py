@@ -108,6 +108,7 @@ def pair_quality_argv(setup, run_dir: Path, task: str, policy: Path, sampler: st
 
 
 def iterative_finished(run_dir: Path) -> bool:
+    """A DPO launch (online or iterative) is finished once it wrote its final model."""
     return (run_dir / "final" / "config.json").exists()
 
 

@@ -148,7 +148,7 @@ def plan_runs(args) -> list[Run]:
 def finished(run: Run) -> bool:
     if run.finished_when == "candidates":
         return it.pair_quality_finished(run.out)
-    return (run.out / "final" / "config.json").exists()
+    return it.iterative_finished(run.out)  # final/config.json: what every DPO launch writes last
 
 
 def run_one(run: Run, argv: list[str]) -> float:
