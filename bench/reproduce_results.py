@@ -92,11 +92,16 @@ class Run:
     label: str = ""  # the row of the table: the sampler, or the ablation's variant
     extra: tuple[str, ...] = ()  # flags appended to the launcher's argv (the ablation's change)
     argv: tuple[str, ...] | None = None  # the whole argv, for experiments that build their own (iterative, ...)
-    finished_when: str = "final"  # "final": final/config.json exists; "candidates": round_1/to_label.jsonl exists
+    finished_when: str = "final"  # "final": a trained run; "candidates": a file-oracle round written for labelling
 
     @property
     def row(self) -> str:
         return self.label or self.sampler
+
+    @property
+    def done_file(self) -> Path:
+        """What the launcher writes last: the final model's config, or the round's file for labellers."""
+        return self.out / ("round_1/to_label.jsonl" if self.finished_when == "candidates" else "final/config.json")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -146,9 +151,12 @@ def plan_runs(args) -> list[Run]:
 
 
 def finished(run: Run) -> bool:
-    if run.finished_when == "candidates":
-        return it.pair_quality_finished(run.out)
-    return it.iterative_finished(run.out)  # final/config.json: what every DPO launch writes last
+    return run.done_file.exists()
+
+
+def launcher_env() -> dict[str, str]:
+    """The environment of every launcher subprocess: one torch thread each (`--workers` run side by side)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def run_one(run: Run, argv: list[str]) -> float:
@@ -157,7 +165,7 @@ def run_one(run: Run, argv: list[str]) -> float:
     if run.out.exists():  # an interrupted run: its labels are kept, it resumes
         argv = [*argv, "--ckpt.load_enable"]
     run.out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = launcher_env()
     t0 = time.perf_counter()
     with open(run.out / "launcher.log", "a") as log:
         proc = subprocess.run(
@@ -174,8 +182,7 @@ def run_one(run: Run, argv: list[str]) -> float:
 
 def run_seconds(run: Run) -> float:
     """A finished run's wall time, from its directory: the launcher writes config.json first, final/ last."""
-    last = run.out / ("round_1/to_label.jsonl" if run.finished_when == "candidates" else "final/config.json")
-    return last.stat().st_mtime - (run.out / "config.json").stat().st_mtime
+    return run.done_file.stat().st_mtime - (run.out / "config.json").stat().st_mtime
 
 
 def t_interval(values: list[float]) -> tuple[float, float]:
@@ -285,7 +292,10 @@ def analyse(runs: list[Run], beta: float) -> dict:
 
 
 def _pm(mean_hw: tuple[float, float], digits: int = 3) -> str:
+    """'mean ± half-width'; the mean alone without a finite half-width; '-' without a finite mean."""
     mean, hw = mean_hw
+    if not math.isfinite(mean):
+        return "-"
     return f"{mean:.{digits}f} ± {hw:.{digits}f}" if math.isfinite(hw) else f"{mean:.{digits}f}"
 
 

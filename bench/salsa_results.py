@@ -62,12 +62,16 @@ sys.path.insert(0, str(ROOT))
 
 from bench.reproduce_results import (  # noqa: E402
     Run,
+    _pm,
     detectable_difference,
+    finished,
+    launcher_env,
     rewrite_docs,
     run_one,
     t_interval,
     welch_p,
 )
+from openrlhf_pilaf.utils.argv import without_flag  # noqa: E402
 
 METHODS = ("ppo", "dpo")
 ARMS = ("sft-ref", "soup-ref")
@@ -223,21 +227,6 @@ def salsa_flags(inputs: Inputs) -> list[str]:
     ]
 
 
-def without_flag(argv: Sequence[str], flag: str) -> list[str]:
-    """argv without `flag` and its value (both spellings)."""
-    out, skip = [], False
-    for i, arg in enumerate(argv):
-        if skip:
-            skip = False
-        elif arg == flag:
-            if i + 1 >= len(argv):
-                raise ValueError(f"{flag} is given without a value")
-            skip = True
-        elif not arg.startswith(flag + "="):
-            out.append(arg)
-    return out
-
-
 def ppo_schedule(steps: int, prompts_per_step: int, num_prompts: int) -> tuple[int, int]:
     """(episodes, prompts used) so that OpenRLHF's PPO makes exactly `steps` steps of `prompts_per_step` prompts:
     its step count is prompts used x episodes / prompts per step (no --max_steps flag)."""
@@ -338,7 +327,7 @@ def plan_runs(out: Path, inputs: Inputs, seeds: int, methods: Sequence[str] = ME
 
 # ------------------------------------------------------------------------------------------------- running
 def trained(run: Run) -> bool:
-    return (run.out / "final" / "config.json").exists()
+    return finished(run)
 
 
 def evaluated(run: Run) -> bool:
@@ -346,7 +335,8 @@ def evaluated(run: Run) -> bool:
 
 
 def _env(**extra: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    """The reproduction's launcher environment, without a Ray address or a forced test GEMM layout to inherit."""
+    env = launcher_env()
     env.pop("RAY_ADDRESS", None)
     env.pop("PILAF_TEST_FORCE_CPU_GEMM", None)
     return {**env, **extra}
@@ -664,13 +654,6 @@ def analyse(runs: list[Run], grid_points: int = PROTOCOL.kl_grid_points) -> dict
 
 
 # ---------------------------------------------------------------------------------------------------- output
-def _pm(mean_hw, digits: int = 3) -> str:
-    mean, hw = mean_hw
-    if not math.isfinite(mean):
-        return "-"
-    return f"{mean:.{digits}f} ± {hw:.{digits}f}" if math.isfinite(hw) else f"{mean:.{digits}f}"
-
-
 def _num(v: float, fmt: str = ".3f") -> str:
     return format(v, fmt) if v is not None and math.isfinite(v) else "-"
 

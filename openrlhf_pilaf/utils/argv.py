@@ -23,8 +23,8 @@ def flag_value(argv: Sequence[str], flag: str) -> str | None:
     return value
 
 
-def with_flag_value(argv: Sequence[str], flag: str, value: str) -> list[str]:
-    """A copy of argv in which every occurrence of `flag` is dropped and `flag value` appended."""
+def without_flag(argv: Sequence[str], flag: str) -> list[str]:
+    """A copy of argv with every occurrence of `flag` and its value dropped (both spellings)."""
     out: list[str] = []
     skip = False
     for i, arg in enumerate(argv):
@@ -39,4 +39,9 @@ def with_flag_value(argv: Sequence[str], flag: str, value: str) -> list[str]:
         if arg.startswith(flag + "="):
             continue
         out.append(arg)
-    return [*out, flag, value]
+    return out
+
+
+def with_flag_value(argv: Sequence[str], flag: str, value: str) -> list[str]:
+    """A copy of argv in which every occurrence of `flag` is dropped and `flag value` appended."""
+    return [*without_flag(argv, flag), flag, value]
