@@ -354,30 +354,22 @@ def _fake_round(run_dir, n: int) -> None:
 
 
 def _loop(run_dir, learner, prompts_list):
+    from openrlhf_pilaf.oracle import PeopleOracle
     from openrlhf_pilaf.samplers import SamplerConfig
-    from openrlhf_pilaf.trainer.iterative_dpo import IterativeDPOLoop
+    from openrlhf_pilaf.trainer.dpo import DPODriver, Schedule
+    from openrlhf_pilaf.trainer.dpo.collect import PairCollector
 
-    sampler = SamplerConfig(sampler="vanilla").build(0.1)
-    return IterativeDPOLoop(
-        first_round_sampler=sampler,
-        first_round_sampler_name="vanilla",
-        sampler=sampler,
-        sampler_name="vanilla",
-        engine=None,  # every pair is on disk: nothing is generated
-        fill_reference=None,
+    schedule = Schedule.iterative(
+        rounds=1, prompts_per_round=6, rollout_batch_size=6, epochs=2, train_batch_size=2, update_reference=False
+    )
+    return DPODriver(
+        schedule=schedule,
+        samplers=SamplerConfig(sampler="vanilla").build(0.1),
+        collector=PairCollector(None, None, None, None),  # every pair is on disk: nothing is generated
         learner=learner,
-        oracle=None,
-        labels_file=None,
+        oracle=PeopleOracle(None, seed=3),
         prompts=prompts_list,
         num_episodes=1,
-        tokenizer=None,
-        gen_params=None,
-        rollout_batch_size=6,
-        train_batch_size=2,
-        rounds=1,
-        epochs=2,
-        prompts_per_round=6,
-        update_reference=False,
         seed=3,
         run_dir=run_dir,
         ckpt_dir=run_dir / "ckpt",
@@ -389,7 +381,7 @@ def _loop(run_dir, learner, prompts_list):
 def test_a_run_killed_mid_epoch_resumes_at_the_batch_it_reached(tmp_path):
     """Checkpoint every optimizer step; die at batch 5 of 6 (epoch 2); the resumed run trains exactly the batches
     an uninterrupted run trains after batch 4, in the same order."""
-    from openrlhf_pilaf.trainer.iterative_dpo import RoundDir
+    from openrlhf_pilaf.trainer.dpo import RoundDir
     from openrlhf_pilaf.trainer.online_dpo.prompts import Prompt
 
     prompts_list = [Prompt(f"p{i}", None, (i + 1,)) for i in range(6)]

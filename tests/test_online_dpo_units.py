@@ -3,7 +3,9 @@ stream, plan restriction for a resumed step, the driver's checkpoint state, and 
 
 from __future__ import annotations
 
+import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -123,7 +125,8 @@ def test_prompt_stream_is_resumable_and_episodes_reshuffle():
 
 def test_subset_plan_keeps_the_whole_batch_decisions():
     from openrlhf_pilaf.samplers import SamplerConfig
-    from openrlhf_pilaf.trainer.online_dpo.loop import pair_id, subset_plan
+    from openrlhf_pilaf.trainer.dpo import Schedule
+    from openrlhf_pilaf.trainer.dpo.collect import subset_plan
 
     sampler = SamplerConfig(sampler="pilaf").build(0.1)
     plan = sampler.plan([[1], [2], [3], [4]], np.random.default_rng([0, 7]))
@@ -134,16 +137,90 @@ def test_subset_plan_keeps_the_whole_batch_decisions():
     assert [s.w for s in sub.generation.samples] == [
         plan.generation.samples[i].w for g in (1, 3) for i in plan.groups[g].sample_indices
     ]
-    assert pair_id(12, 3) == "s000012-p00003"
+    online = Schedule.online(steps=12, batch_size=4, eval_steps=-1)
+    assert online.pair_id(12, 3) == "s000012-p00003"
 
 
 def test_run_state_is_written_atomically(tmp_path):
-    from openrlhf_pilaf.trainer.online_dpo.loop import STATE_FILE, RunState
+    from openrlhf_pilaf.trainer.dpo import STATE_FILE, DriverState, Schedule
 
-    assert RunState.load(tmp_path) is None
-    RunState(step=3, tag="global_step3", labels_spent=24).save(tmp_path)
-    assert RunState.load(tmp_path) == RunState(step=3, tag="global_step3", labels_spent=24)
+    online = Schedule.online(steps=5, batch_size=8, eval_steps=-1)
+    assert DriverState.load(tmp_path, online, num_prompts=20) is None
+    state = DriverState(mode="online", prompts_per_round=8, step=3, rounds_done=3, tag="global_step3", labels_spent=24)
+    state.save(tmp_path)
+    assert DriverState.load(tmp_path, online, num_prompts=20) == state
     assert [p.name for p in tmp_path.iterdir()] == [STATE_FILE]
+
+
+def _iterative(per_round: int = 6):
+    from openrlhf_pilaf.trainer.dpo import Schedule
+
+    return Schedule.iterative(
+        rounds=2,
+        prompts_per_round=per_round,
+        rollout_batch_size=3,
+        epochs=2,
+        train_batch_size=2,
+        update_reference=False,
+    )
+
+
+def test_state_files_of_the_two_former_loops_still_resume(tmp_path):
+    """Run directories written by the online and the iterative loop before they became one driver."""
+    from openrlhf_pilaf.trainer.dpo import DriverState, Schedule
+
+    online_dir, iterative_dir = tmp_path / "online", tmp_path / "iterative"
+    online_dir.mkdir()
+    iterative_dir.mkdir()
+    # 20 prompts, batches of 8: after 3 steps the stream is in episode 1 at prompt 4
+    old_online = {"step": 3, "prompt_stream": {"episode": 1, "index": 4}, "labels_spent": 48, "policy_tokens": 7,
+                  "reference_tokens": 5, "tag": "global_step3"}  # fmt: skip
+    (online_dir / "driver_state.json").write_text(json.dumps(old_online))
+    state = DriverState.load(online_dir, Schedule.online(steps=5, batch_size=8, eval_steps=-1), num_prompts=20)
+    assert (state.mode, state.prompts_per_round, state.rounds_done, state.step, state.round) == ("online", 8, 3, 3, 0)
+    assert (state.labels_spent, state.policy_tokens, state.reference_tokens, state.tag) == (48, 7, 5, "global_step3")
+
+    old_iterative = {"rounds_done": 1, "round": 2, "epoch": 1, "batch": 1, "step": 9, "tag": "global_step9"}
+    (iterative_dir / "driver_state.json").write_text(json.dumps(old_iterative))
+    state = DriverState.load(iterative_dir, _iterative(), num_prompts=20)
+    assert (state.mode, state.rounds_done, state.round, state.epoch, state.batch, state.step) == (
+        "iterative", 1, 2, 1, 1, 9,
+    )  # fmt: skip
+
+
+def test_a_checkpoint_the_flags_cannot_resume_is_refused_naming_what_changed(tmp_path):
+    from openrlhf_pilaf.trainer.dpo import DriverState, Schedule, StateMismatch
+
+    (tmp_path / "driver_state.json").write_text(
+        json.dumps({"step": 3, "prompt_stream": {"episode": 1, "index": 4}, "tag": "global_step3"})
+    )
+    with pytest.raises(StateMismatch, match=re.escape("--rollout.batch_size 8, this run has 4")):
+        DriverState.load(tmp_path, Schedule.online(steps=5, batch_size=4, eval_steps=-1), num_prompts=20)
+    resume_online = "--dpo.mode online checkpoint; resume it with --dpo.mode online"
+    with pytest.raises(StateMismatch, match=re.escape(resume_online)):
+        DriverState.load(tmp_path, _iterative(), num_prompts=20)
+    with pytest.raises(StateMismatch, match="the prompt set changed"):  # 3 x 8 prompts are not episode 1, prompt 4
+        DriverState.load(tmp_path, Schedule.online(steps=5, batch_size=8, eval_steps=-1), num_prompts=30)
+    DriverState(mode="iterative", prompts_per_round=6, tag="round1", rounds_done=1).save(tmp_path)
+    with pytest.raises(StateMismatch, match=re.escape("--dpo.prompts_per_round 6, this run has 4")):
+        DriverState.load(tmp_path, _iterative(4), num_prompts=20)
+    with pytest.raises(StateMismatch, match=re.escape("--dpo.mode iterative checkpoint")):
+        DriverState.load(tmp_path, Schedule.online(steps=5, batch_size=6, eval_steps=-1), num_prompts=20)
+
+
+def test_round_prompts_are_the_stream_the_online_loop_took():
+    """Round k of the driver takes the prompts the former online loop's k-th batch took from its resumable stream."""
+    from openrlhf_pilaf.trainer.dpo.rounds import round_prompts, stream_position
+    from openrlhf_pilaf.trainer.online_dpo.prompts import Prompt, PromptStream
+
+    prompts = [Prompt(f"p{i}", None, (i + 1,)) for i in range(10)]
+    stream = PromptStream(prompts, seed=5, num_episodes=3)
+    for k in range(1, 8):  # batches of 4 cross episodes at 10 and 20 prompts
+        batch = stream.next_batch(4)
+        assert round_prompts(prompts, seed=5, num_episodes=3, round_=k, per_round=4) == batch
+        assert stream_position(10, 4 * k) == stream.state_dict()
+    with pytest.raises(ValueError, match="exhausted"):
+        round_prompts(prompts, seed=5, num_episodes=3, round_=8, per_round=4)
 
 
 def test_evaluation_summary():

@@ -1,8 +1,10 @@
-"""The preference oracle: a reward model (OpenRLHF's reward mechanisms) or a person labels each pair."""
+"""The preference oracle: a reward model (OpenRLHF's reward mechanisms) or people label each pair (`interface`)."""
 
 from openrlhf_pilaf.oracle.config import OracleConfig
+from openrlhf_pilaf.oracle.interface import Oracle, build_oracle
 from openrlhf_pilaf.oracle.labels import label_pair, pair_rng, prob_a_preferred
 from openrlhf_pilaf.oracle.oracle import OracleError, PreferenceOracle
+from openrlhf_pilaf.oracle.people import AwaitingLabels, PeopleOracle, RoundFiles
 from openrlhf_pilaf.oracle.scorers import (
     PythonFileScorer,
     RemoteScorer,
@@ -13,14 +15,19 @@ from openrlhf_pilaf.oracle.scorers import (
 )
 
 __all__ = [
+    "AwaitingLabels",
+    "Oracle",
     "OracleConfig",
     "OracleError",
+    "PeopleOracle",
     "PreferenceOracle",
     "PythonFileScorer",
     "RemoteScorer",
+    "RoundFiles",
     "ScoreRequest",
     "Scorer",
     "ScorerError",
+    "build_oracle",
     "label_pair",
     "pair_rng",
     "prob_a_preferred",

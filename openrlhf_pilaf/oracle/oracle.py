@@ -4,7 +4,7 @@ A failing scorer call (an error, a timeout, a NaN or inf score, the wrong number
 with exponential backoff (`--oracle.max_retries`, `--oracle.retry_backoff`); after the last retry the
 step fails with an `OracleError` naming the pairs of the failing call. Labels are yielded batch by
 batch, so the caller logs every pair the moment it is labelled and a later failure loses nothing.
-Human labelling plugs in behind the same `Scorer` interface or replaces this class at the same call.
+People label through `oracle.people.PeopleOracle` instead; `oracle.interface` says what both offer.
 """
 
 from __future__ import annotations
@@ -31,12 +31,23 @@ class OracleError(RuntimeError):
 
 
 class PreferenceOracle:
+    """A scorer as the oracle: both responses of a pair scored (2 labels spent), checked, retried, labelled."""
+
+    kind = "reward"
+    labels_per_pair = 2
+    inline = True  # labels while the run goes on
+
     def __init__(
         self, scorer: Scorer, config: OracleConfig, seed: int, *, sleep: Callable[[float], None] = time.sleep
     ) -> None:
         self.scorer, self.config, self.seed, self._sleep = scorer, config, seed, sleep
         self.calls = 0  # scorer calls, retries included
         self.responses_scored = 0  # responses in successful calls: labels spent, 2 per pair
+
+    def score(self, requests: Sequence[ScoreRequest], what: Sequence[str] = ()) -> list[float]:
+        """Scores of `requests`, checked and retried as for labels (the in-run evaluation scores through this);
+        `what` names the requests in the error (pair ids)."""
+        return self._score_checked(requests, what)
 
     def _score_checked(self, requests: Sequence[ScoreRequest], pair_ids: Sequence[str]) -> list[float]:
         delay = self.config.retry_backoff

@@ -1,4 +1,4 @@
-"""Assemble and run one online DPO run from a validated `OnlineDPOConfig`.
+"""Assemble and run one online or iterative DPO run from a validated `OnlineDPOConfig`.
 
 Everything that can be refused is refused before a model loads: the config checks itself, then
 `preflight` checks what the files can tell (every model path is a checkpoint whose context holds
@@ -6,8 +6,9 @@ Everything that can be refused is refused before a model loads: the config check
 reward file exists, the prompt datasets read and have the key flags' columns), then the soup (SALSA)
 is built on the driver, the tokenizers of the reference and the reward model are compared with the
 policy's, and the prompts are formatted. Then the engine-specific parts (runtime_torch or
-runtime_ray) are started and the loop runs. The run directory (`--ckpt.output_dir`) holds pairs.jsonl,
-metrics.jsonl, eval.jsonl, the checkpoints and, at the end, the trained model in Hugging Face format.
+runtime_ray) are started and the DPO driver (`trainer.dpo`) runs the schedule. The run directory
+(`--ckpt.output_dir`) holds the pair log(s), metrics.jsonl, eval.jsonl, the checkpoints and, at the end,
+the trained model in Hugging Face format.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openrlhf_pilaf.trainer.online_dpo.config import OnlineDPOConfig
+
+if TYPE_CHECKING:
+    from openrlhf_pilaf.trainer.dpo.schedule import Schedule
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +196,7 @@ class EngineParts:
 @dataclass
 class PreparedRun:
     cfg: OnlineDPOConfig
-    loop: Any
+    loop: Any  # the DPODriver
     parts: EngineParts
     pair_log: Any
     tokenizer: Any
@@ -226,14 +230,69 @@ def build_parts(
     )
 
 
-def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> PreparedRun:
-    """Check everything, load prompts, start (or reuse) the engine parts, and build the loop."""
-    from openrlhf_pilaf.oracle import PreferenceOracle
+def schedule_of(cfg: OnlineDPOConfig, num_prompts: int) -> Schedule:
+    """The run's schedule from --dpo.mode and the batch, round and epoch flags (`trainer.dpo.schedule`)."""
+    from openrlhf_pilaf.trainer.dpo.rounds import prompts_per_round
+    from openrlhf_pilaf.trainer.dpo.schedule import Schedule
+
+    if cfg.dpo.mode == "iterative":
+        rounds, given = cfg.dpo.num_rounds, cfg.dpo.prompts_per_round
+        per_round = prompts_per_round(num_prompts, num_episodes=cfg.train.num_episodes, rounds=rounds, given=given)
+        return Schedule.iterative(
+            rounds=rounds,
+            prompts_per_round=per_round,
+            rollout_batch_size=cfg.rollout.batch_size,
+            epochs=cfg.dpo.num_epochs,
+            train_batch_size=cfg.train.batch_size,
+            update_reference=cfg.dpo.update_reference,
+        )
+    steps = num_prompts * cfg.train.num_episodes // cfg.rollout.batch_size  # full batches of the prompt stream
+    if cfg.train.max_steps is not None:
+        steps = min(steps, cfg.train.max_steps)
+    if steps == 0:
+        raise ValueError(
+            f"{num_prompts} prompts x --train.num_episodes {cfg.train.num_episodes} make no full batch of "
+            f"--rollout.batch_size {cfg.rollout.batch_size}"
+        )
+    return Schedule.online(steps=steps, batch_size=cfg.rollout.batch_size, eval_steps=cfg.eval.steps)
+
+
+def optimizer_steps_of(schedule: Schedule, train_batch_size: int) -> int:
+    """Optimizer steps of the whole run (the learning-rate schedule's length)."""
+    if schedule.train_batch is None:  # one learner call per round, of prompts_per_round // train_batch_size steps
+        return schedule.rounds * (schedule.prompts_per_round // train_batch_size)
+    return schedule.learner_calls()
+
+
+def refuse_overwrite(cfg: OnlineDPOConfig, schedule: Schedule, run_dir: Path) -> None:
+    """A run directory that holds labelled pairs is resumed, never started over (labels are never thrown away)."""
     from openrlhf_pilaf.pairs import PairLog
+
+    resume = cfg.ckpt.load_enable or cfg.oracle.labels_file is not None
+    if schedule.round_dirs:
+        started = sorted(p.name for p in run_dir.glob("round_*"))
+        if started and not resume:
+            raise ValueError(
+                f"{run_dir} already holds {', '.join(started)}: resume with --ckpt.load_enable (or "
+                "--oracle.labels_file), or choose another --ckpt.output_dir (labels are never thrown away)"
+            )
+        return
+    pair_log = PairLog(run_dir / "pairs.jsonl")
+    if len(pair_log) and not cfg.ckpt.load_enable:
+        raise ValueError(
+            f"{pair_log.path} already holds {len(pair_log)} labelled pairs: resume with --ckpt.load_enable, or "
+            "choose another --ckpt.output_dir (labels are never thrown away)"
+        )
+
+
+def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> PreparedRun:
+    """Check everything, load prompts, start (or reuse) the engine parts, and build the driver."""
+    from openrlhf_pilaf.oracle import build_oracle
+    from openrlhf_pilaf.trainer.dpo.collect import PairCollector
+    from openrlhf_pilaf.trainer.dpo.driver import DPODriver
     from openrlhf_pilaf.trainer.online_dpo.evaluation import evaluate_policy
-    from openrlhf_pilaf.trainer.online_dpo.loop import OnlineDPOLoop
     from openrlhf_pilaf.trainer.online_dpo.openrlhf_args import openrlhf_args
-    from openrlhf_pilaf.trainer.online_dpo.prompts import PromptStream, prompts_from_rows
+    from openrlhf_pilaf.trainer.online_dpo.prompts import prompts_from_rows
     from openrlhf_pilaf.trainer.online_dpo.sinks import JsonlSink, openrlhf_sinks
 
     check_install()
@@ -256,47 +315,18 @@ def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> Prepa
 
     prompts = formatted(checked.prompt_rows, train_source)
     eval_prompts = formatted(checked.eval_rows, eval_source) if eval_source is not None else None
-    resume = cfg.ckpt.load_enable or cfg.oracle.labels_file is not None
-    if cfg.dpo.mode == "iterative":
-        from openrlhf_pilaf.trainer.iterative_dpo.rounds import prompts_per_round
-
-        rounds, given = cfg.dpo.num_rounds, cfg.dpo.prompts_per_round
-        per_round = prompts_per_round(len(prompts), num_episodes=cfg.train.num_episodes, rounds=rounds, given=given)
-        optimizer_steps = cfg.dpo.num_rounds * cfg.dpo.num_epochs * max(1, per_round // cfg.train.batch_size)
-        started = sorted(p.name for p in run_dir.glob("round_*"))
-        if started and not resume:
-            raise ValueError(
-                f"{run_dir} already holds {', '.join(started)}: resume with --ckpt.load_enable (or "
-                "--oracle.labels_file), or choose another --ckpt.output_dir (labels are never thrown away)"
-            )
-        pair_log = None
-    else:
-        stream = PromptStream(prompts, seed=cfg.train.seed, num_episodes=cfg.train.num_episodes)
-        steps = stream.batches_left(cfg.rollout.batch_size)
-        if cfg.train.max_steps is not None:
-            steps = min(steps, cfg.train.max_steps)
-        if steps == 0:
-            raise ValueError(
-                f"{len(prompts)} prompts x --train.num_episodes {cfg.train.num_episodes} make no full batch of "
-                f"--rollout.batch_size {cfg.rollout.batch_size}"
-            )
-        optimizer_steps = steps * (cfg.rollout.batch_size // cfg.train.batch_size)
-        pair_log = PairLog(run_dir / "pairs.jsonl")
-        if len(pair_log) and not cfg.ckpt.load_enable:
-            raise ValueError(
-                f"{pair_log.path} already holds {len(pair_log)} labelled pairs: resume with --ckpt.load_enable, or "
-                "choose another --ckpt.output_dir (labels are never thrown away)"
-            )
+    schedule = schedule_of(cfg, len(prompts))
+    refuse_overwrite(cfg, schedule, run_dir)
     if parts is None:
         parts = build_parts(
             cfg,
             args,
             reference_path=reference_path,
             tokenizer=tokenizer,
-            optimizer_steps=optimizer_steps,
+            optimizer_steps=optimizer_steps_of(schedule, cfg.train.batch_size),
             scorer=checked.scorer,
         )
-    oracle = PreferenceOracle(parts.scorer, cfg.oracle, seed=cfg.train.seed) if cfg.oracle.type == "reward" else None
+    oracle = build_oracle(cfg.oracle, parts.scorer, seed=cfg.train.seed)
     evaluate = None
     if eval_prompts is not None:
         eval_params = cfg.generation_params(temperature=cfg.eval.temperature)
@@ -313,75 +343,38 @@ def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> Prepa
                 samples_per_prompt=cfg.eval.samples_per_prompt,
             )
 
-    sinks = [JsonlSink(run_dir), *openrlhf_sinks(args)]
-    if cfg.dpo.mode == "iterative":
-        from openrlhf_pilaf.trainer.iterative_dpo import IterativeDPOLoop
-
-        loop = IterativeDPOLoop(
-            first_round_sampler=cfg.first_round_sampler,
-            first_round_sampler_name=cfg.dpo.first_round_sampler or cfg.pilaf.sampler,
-            sampler=cfg.sampler,
-            sampler_name=cfg.pilaf.sampler,
-            engine=parts.engine,
-            fill_reference=parts.fill_reference,
-            learner=parts.learner,
-            oracle=oracle,
-            labels_file=cfg.oracle.labels_file,
-            prompts=prompts,
-            num_episodes=cfg.train.num_episodes,
-            tokenizer=tokenizer,
-            gen_params=cfg.generation_params(),
-            rollout_batch_size=cfg.rollout.batch_size,
-            train_batch_size=cfg.train.batch_size,
-            rounds=cfg.dpo.num_rounds,
-            epochs=cfg.dpo.num_epochs,
-            prompts_per_round=per_round,
-            update_reference=cfg.dpo.update_reference,
-            seed=cfg.train.seed,
-            run_dir=run_dir,
-            ckpt_dir=Path(cfg.ckpt.checkpoint_dir),
-            save_steps=cfg.ckpt.save_steps,
-            sinks=sinks,
-            evaluate=evaluate,
-        )
-        return PreparedRun(cfg, loop, parts, pair_log, tokenizer, run_dir, reference_path)
-    loop = OnlineDPOLoop(
-        sampler=cfg.sampler,
-        sampler_name=cfg.pilaf.sampler,
-        engine=parts.engine,
-        fill_reference=parts.fill_reference,
+    driver = DPODriver(
+        schedule=schedule,
+        samplers={1: cfg.first_round_sampler, 0: cfg.sampler},
+        collector=PairCollector(parts.engine, parts.fill_reference, tokenizer, cfg.generation_params()),
         learner=parts.learner,
         oracle=oracle,
-        pair_log=pair_log,
-        stream=stream,
-        tokenizer=tokenizer,
-        gen_params=cfg.generation_params(),
-        batch_size=cfg.rollout.batch_size,
+        prompts=prompts,
+        num_episodes=cfg.train.num_episodes,
         seed=cfg.train.seed,
-        beta=cfg.dpo.beta,
+        run_dir=run_dir,
         ckpt_dir=Path(cfg.ckpt.checkpoint_dir),
         save_steps=cfg.ckpt.save_steps,
-        max_steps=cfg.train.max_steps,
-        sinks=sinks,
+        sinks=[JsonlSink(run_dir), *openrlhf_sinks(args)],
         evaluate=evaluate,
-        eval_steps=cfg.eval.steps,
     )
-    return PreparedRun(cfg, loop, parts, pair_log, tokenizer, run_dir, reference_path)
+    pair_log = driver.pair_log_at(run_dir / "pairs.jsonl") if not schedule.round_dirs else None
+    return PreparedRun(cfg, driver, parts, pair_log, tokenizer, run_dir, reference_path)
 
 
 def execute(run: PreparedRun, *, save_model: bool = True) -> list[dict]:
-    """Resume if asked, run every step (or round), save the final model (Hugging Face format) into <output_dir>/final.
+    """Resume if asked, run every round, save the final model (Hugging Face format) into <output_dir>/final.
 
-    An iterative run whose round waits for people's labels stops early: `run.loop.awaiting` says where they go."""
+    A run whose round waits for people's labels stops early: `run.loop.awaiting` says where they go."""
     (run.run_dir / "config.json").write_text(json.dumps(asdict_safe(run.cfg), indent=1, default=str))
     if run.cfg.ckpt.load_enable or run.cfg.oracle.labels_file is not None:
         run.loop.resume()
     history = run.loop.run()
-    if getattr(run.loop, "awaiting", None) is not None:
+    if run.loop.awaiting is not None:
         return history
     if save_model:
         run.parts.learner.save_model(str(run.run_dir / "final"))
-    labelled = len(run.pair_log) if run.pair_log is not None else run.loop.labelled_so_far(run.cfg.dpo.num_rounds)[0]
+    labelled = run.loop.state.pairs_labelled
     logger.info("done: %d labelled pairs under %s, model in %s", labelled, run.run_dir, run.run_dir / "final")
     return history
 

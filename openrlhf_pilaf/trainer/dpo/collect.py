@@ -1,7 +1,7 @@
 """From a batch of prompts to candidate pairs, and from candidate pairs to labelled pair-log rows.
 
-Shared by the online loop (one batch per step) and the iterative loop (a round's prompts, batch after
-batch). Only the pairs whose ids are not on disk yet are generated: the sampler's plan is drawn for the
+The DPO driver calls it for each generation batch of a round (online DPO: the round is one batch).
+Only the pairs whose ids are not on disk yet are generated: the sampler's plan is drawn for the
 whole batch from its seeded generator and then restricted to them, so a resumed batch makes the same
 choices for the pairs it still needs.
 """
