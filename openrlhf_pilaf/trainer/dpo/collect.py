@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from openrlhf_pilaf.engines.interface import GenerationParams, GenerationPlan
+from openrlhf_pilaf.engines.interface import GenerationEngine, GenerationParams, GenerationPlan
 from openrlhf_pilaf.oracle import PreferenceOracle, ScoreRequest
 from openrlhf_pilaf.pairs import pair_row
 from openrlhf_pilaf.pairs.log import candidate_row
@@ -31,15 +31,14 @@ def subset_plan(plan: SamplerPlan, groups: Sequence[int]) -> SamplerPlan:
         start = len(specs)
         specs.extend(plan.generation.samples[i] for i in group.sample_indices)
         kept.append(dataclasses.replace(group, sample_indices=tuple(range(start, len(specs)))))
-    return SamplerPlan(GenerationPlan(plan.generation.prompts, specs), tuple(kept))
+    return SamplerPlan(GenerationPlan(plan.generation.prompts, specs, plan.generation.texts), tuple(kept))
 
 
 class PairCollector:
-    """Generates candidate pairs through an engine (filling reference log-probs where needed) and labels them."""
+    """Generates candidate pairs through an engine of the generation interface and labels them."""
 
-    def __init__(self, engine, fill_reference, tokenizer, gen_params: GenerationParams) -> None:
-        self.engine, self.fill_reference = engine, fill_reference
-        self.tokenizer, self.gen_params = tokenizer, gen_params
+    def __init__(self, engine: GenerationEngine | None, tokenizer, gen_params: GenerationParams | None) -> None:
+        self.engine, self.tokenizer, self.gen_params = engine, tokenizer, gen_params
 
     def text(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
@@ -63,13 +62,10 @@ class PairCollector:
         if not todo:
             return [], counters
         plan = subset_plan(sampler.plan([p.ids for p in batch], rng), todo)
+        generation = dataclasses.replace(plan.generation, texts=[p.text for p in batch])
         t0 = time.perf_counter()
-        samples = self.engine.generate(plan.generation, self.gen_params, [p.text for p in batch])
-        counters["generate_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        if self.fill_reference is not None:  # the reference's log-probs, where the engine does not return them
-            self.fill_reference(samples)
-        counters["score_s"] = time.perf_counter() - t0
+        samples = self.engine.generate(generation, self.gen_params)
+        counters["generate_s"] = time.perf_counter() - t0  # the reference's log-probs included
         for s in samples:
             pol, ref = model_forwards(s.w)
             counters["policy_tokens"] += pol * len(s.token_ids)

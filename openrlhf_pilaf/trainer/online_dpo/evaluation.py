@@ -48,9 +48,9 @@ def evaluate_policy(
     beta: float,
     samples_per_prompt: int = 1,
 ) -> dict[str, float]:
-    plan = GenerationPlan.grid([p.ids for p in prompts], [0.0] * samples_per_prompt)
-    samples = engine.generate(plan, params, [p.text for p in prompts])
-    if fill_reference is not None:
+    plan = GenerationPlan.grid([p.ids for p in prompts], [0.0] * samples_per_prompt, [p.text for p in prompts])
+    samples = engine.generate(plan, params)  # the training engines fill policy and reference log-probs
+    if fill_reference is not None:  # cli.evaluate's offline vLLM engine only samples
         fill_reference(samples)
     requests = []
     for s in samples:

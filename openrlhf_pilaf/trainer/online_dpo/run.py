@@ -183,7 +183,8 @@ def preflight(cfg: OnlineDPOConfig) -> CheckedInputs:
 
 @dataclass
 class EngineParts:
-    """What runs the step: the learner, the engine, how reference log-probs are filled, the oracle's scorer."""
+    """What runs the run: the learner, the engine (its samples carry policy and reference log-probs), the oracle's
+    scorer; `fill_reference` re-fills reference log-probs of samples made elsewhere (None: the engine's own)."""
 
     learner: Any
     engine: Any
@@ -216,8 +217,8 @@ def build_parts(
             cfg, args, reference_path=reference_path, tokenizer=tokenizer, optimizer_steps=optimizer_steps
         )
         if scorer is None:
-            scorer = build_scorer(cfg, tokenizer, device=str(engine.engine.device))
-        return EngineParts(learner, engine, None, scorer, raw_engine=engine.engine)
+            scorer = build_scorer(cfg, tokenizer, device=str(engine.device))
+        return EngineParts(learner, engine, None, scorer, raw_engine=engine)
     from openrlhf_pilaf.trainer.online_dpo.runtime_ray import build_ray_parts
 
     ray_parts = build_ray_parts(
@@ -334,7 +335,7 @@ def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> Prepa
         def evaluate(step: int) -> dict:
             return evaluate_policy(
                 parts.engine,
-                parts.fill_reference,
+                None,  # the engine's samples carry the reference's log-probs
                 parts.scorer,
                 tokenizer,
                 eval_prompts,
@@ -346,7 +347,7 @@ def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> Prepa
     driver = DPODriver(
         schedule=schedule,
         samplers={1: cfg.first_round_sampler, 0: cfg.sampler},
-        collector=PairCollector(parts.engine, parts.fill_reference, tokenizer, cfg.generation_params()),
+        collector=PairCollector(parts.engine, tokenizer, cfg.generation_params()),
         learner=parts.learner,
         oracle=oracle,
         prompts=prompts,

@@ -1,8 +1,10 @@
 """`--engine vllm`: the online DPO loop on OpenRLHF's Ray stack.
 
-- rollout: interpolated vLLM engines (OpenRLHF's RolloutRayActor, policy + reference halves), driven by
-  `PairSamplesGenerator` (OpenRLHF's SamplesGenerator with a w per request);
-- reference log-probs: OpenRLHF's `ReferenceModelActor` group (the DPO reference, or the SALSA soup);
+- rollout: interpolated vLLM engines (OpenRLHF's RolloutRayActor, policy + reference halves) behind the
+  generation interface (`engines.vllm_generation.RayVllmGenerationEngine`: OpenRLHF's SamplesGenerator
+  with a w per request);
+- reference log-probs: OpenRLHF's `ReferenceModelActor` group (the DPO reference, or the SALSA soup),
+  filled into the engine's samples by `RayReferenceFiller`;
 - oracle scores: OpenRLHF's `RewardModelActor` group, unless `--reward.remote_url`;
 - learner: `DPOLearnerActor` ranks (DeepSpeed, ZeRO 0-3) in a `RayActorGroup`; weight sync into the
   engines' policy half after every step.
@@ -192,26 +194,14 @@ class RayReferenceFiller:
             s.reference_logprobs = [float(v) for v in lp.flatten()[-len(s.token_ids) :]]
 
 
-class RayPairEngine:
-    """generate(plan, params, texts) through PairSamplesGenerator; policy log-probs from the engines."""
-
-    def __init__(self, generator) -> None:
-        self.generator = generator
-
-    def generate(self, plan, params, texts=None):
-        if texts is None:
-            raise ValueError("the Ray rollout engines take prompt texts (OpenRLHF's executor tokenises them)")
-        return self.generator.generate(plan, params, texts)
-
-
 def build_ray_parts(cfg: OnlineDPOConfig, args, *, reference_path: str, tokenizer, optimizer_steps: int) -> RayParts:
     import ray
     from openrlhf.trainer.ray.launcher import ReferenceModelActor, RewardModelActor
 
+    from openrlhf_pilaf.engines.vllm_generation import RayVllmGenerationEngine
     from openrlhf_pilaf.engines.vllm_interp.config import InterpolatedEngineConfig
     from openrlhf_pilaf.engines.vllm_interp.launch import create_interpolated_vllm_engines
     from openrlhf_pilaf.trainer.online_dpo.openrlhf_args import make_strategy
-    from openrlhf_pilaf.trainer.online_dpo.pair_generator import make_pair_generator
     from openrlhf_pilaf.trainer.online_dpo.ray_actors import DPOLearnerActor
 
     started = not ray.is_initialized()
@@ -255,11 +245,19 @@ def build_ray_parts(cfg: OnlineDPOConfig, args, *, reference_path: str, tokenize
     ray.get([a.init_weight_sync.remote(engines, cfg.vllm.tensor_parallel_size) for a in learners._actor_handlers])
     learner = RayLearner(learners, tokenizer, cfg.ckpt.checkpoint_dir, cfg.ckpt.max_num)
     learner.sync_weights()  # the engines' policy half = the learner's weights, as loaded
-    generator = make_pair_generator(tokenizer, engines, max_len=cfg.data.max_len)
+    fill_reference = RayReferenceFiller(reference)
+    engine = RayVllmGenerationEngine(
+        engines,
+        tokenizer=tokenizer,
+        max_len=cfg.data.max_len,
+        logprobs="policy",  # the policy's own log-probs at temperature 1 (vllm_interp/semantics.py)
+        reference_filler=fill_reference,
+        tensor_parallel_size=cfg.vllm.tensor_parallel_size,
+    )
     return RayParts(
         learner=learner,
-        engine=RayPairEngine(generator),
-        fill_reference=RayReferenceFiller(reference),
+        engine=engine,
+        fill_reference=fill_reference,
         reward_group=reward,
         shutdown=_shutdown(started, engines, [learners, reference, reward]),
     )

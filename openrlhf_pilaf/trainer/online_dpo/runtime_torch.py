@@ -47,16 +47,6 @@ class LocalLearner:
         self.learner.save_model(self.tokenizer, output_dir)
 
 
-class TorchPairEngine:
-    """The PyTorch engine behind the loop's engine interface (prompt texts are not needed: it decodes ids)."""
-
-    def __init__(self, engine) -> None:
-        self.engine = engine
-
-    def generate(self, plan, params, texts=None):
-        return self.engine.generate(plan, params)
-
-
 def start_world_of_one() -> None:
     """torch.distributed variables for the single learner rank (a fresh loopback port), unless already started."""
     import torch.distributed as dist
@@ -118,4 +108,4 @@ def build_torch_parts(cfg: OnlineDPOConfig, args, *, reference_path: str, tokeni
     )
     engine.update_policy(learner.named_weights())  # the same start as the learner, bit for bit
     local = LocalLearner(learner, engine, tokenizer, cfg.ckpt.checkpoint_dir, cfg.ckpt.max_num)
-    return local, TorchPairEngine(engine)
+    return local, engine
