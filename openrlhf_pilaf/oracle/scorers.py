@@ -6,7 +6,8 @@ OpenRLHF's own reward mechanisms, usable as they are by its users:
   prompt and response decoded together, special tokens kept, as OpenRLHF sends it.
 - `PythonFileScorer`: `--reward.remote_url reward.py` with `reward_func(queries, prompts, labels)`,
   loaded by OpenRLHF's `SingleTurnAgentExecutor`, returning {"rewards": ...}.
-A reward-model scorer (OpenRLHF's `RewardModelActor` group) lives with the Ray launcher.
+Reward-model scorers (a Hugging Face reward model in this process, or OpenRLHF's `RewardModelActor` group
+on Ray) are in `oracle.reward_model`.
 
 Scorers do not retry and do not validate: the oracle does both, the same way for every scorer.
 """
