@@ -1,5 +1,9 @@
-"""The preference oracle: a reward model (OpenRLHF's reward mechanisms) or a person labels each pair."""
+"""The preference oracle: a reward model (OpenRLHF's reward mechanisms) or a person labels each pair.
 
+`build_scorer` (build.py) is the one place a scorer is built from reward settings (the DPO launcher's and
+cli.evaluate's)."""
+
+from openrlhf_pilaf.oracle.build import RewardSource, build_scorer, is_remote_reward
 from openrlhf_pilaf.oracle.config import OracleConfig
 from openrlhf_pilaf.oracle.labels import label_pair, pair_rng, prob_a_preferred
 from openrlhf_pilaf.oracle.oracle import OracleError, PreferenceOracle
@@ -18,9 +22,12 @@ __all__ = [
     "PreferenceOracle",
     "PythonFileScorer",
     "RemoteScorer",
+    "RewardSource",
     "ScoreRequest",
     "Scorer",
     "ScorerError",
+    "build_scorer",
+    "is_remote_reward",
     "label_pair",
     "pair_rng",
     "prob_a_preferred",

@@ -53,27 +53,21 @@ def check_tokenizers(cfg: OnlineDPOConfig, tokenizer, reference_path: str) -> No
 
 
 def build_scorer(cfg: OnlineDPOConfig, tokenizer, *, device: str = "cpu", reward_group=None):
-    """The oracle's scorer (also the evaluation's); None when people label (--oracle.type file) and nothing scores."""
-    from openrlhf_pilaf.oracle import scorer_from_remote_url
+    """The oracle's scorer (also the evaluation's); None when people label (--oracle.type file) and nothing scores.
 
-    if not cfg.reward.enabled:
-        return None
-    if cfg.reward.remote_url is not None:
-        return scorer_from_remote_url(cfg.reward.remote_url, cfg.oracle.timeout)
-    if reward_group is not None:
-        from openrlhf_pilaf.oracle.reward_model import RayRewardModelScorer
+    `oracle.build.build_scorer` with this run's --reward.*, --oracle.timeout and --ds.* (one builder for the
+    launcher and cli.evaluate)."""
+    from openrlhf_pilaf.oracle.build import build_scorer as build
 
-        return RayRewardModelScorer(reward_group)
-    from openrlhf_pilaf.oracle.reward_model import RewardModelScorer, load_reward_model
-
-    model = load_reward_model(
-        cfg.reward.model_name_or_path,
+    return build(
+        cfg.reward,
+        tokenizer,
+        timeout=cfg.oracle.timeout,
+        device=device,
+        reward_group=reward_group,
         param_dtype=cfg.ds.param_dtype,
         attn_implementation=cfg.ds.attn_implementation,
-        normalize=cfg.reward.normalize_enable,
-        device=device,
     )
-    return RewardModelScorer(model, tokenizer.pad_token_id)
 
 
 def check_install() -> None:
