@@ -17,7 +17,9 @@ Both log-probs of a response come from one code path, so that the KL measures th
 kernels: the PyTorch engine computes both while decoding; with vLLM (which samples), both are
 recomputed by teacher-forced forwards of the Hugging Face policy and reference (engines.scoring),
 because vLLM's own policy log-probs differ from a Hugging Face forward by kernel noise that would not
-cancel against the reference's. A policy evaluated against itself therefore has KL exactly 0.
+cancel against the reference's. A policy evaluated against itself therefore has KL exactly 0. The
+estimator is the run's `--eval.*` one (engines.kl; docs/interpolation.md, "The evaluation KL"), and so
+are the scorer (oracle.build) and the summary.
 
 Exit status: 0 done; 2 refused (bad flags, missing files, a length the models cannot hold, a
 `--data.input_key` the rows lack, incompatible tokenizers, missing patches); 1 the scorer failed.
@@ -26,19 +28,28 @@ Exit status: 0 done; 2 refused (bad flags, missing files, a length the models ca
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from openrlhf_pilaf.cli.common import setup_logging, user_errors
-from openrlhf_pilaf.utils.config_cli import add_dataclass_arguments, check_choices, dataclass_from_namespace, flag_name
+from openrlhf_pilaf.oracle.build import is_remote_reward
+from openrlhf_pilaf.utils.config_cli import (
+    add_dataclass_arguments,
+    check_as,
+    check_choices,
+    dataclass_from_namespace,
+    user_flag,
+)
+
+if TYPE_CHECKING:
+    from openrlhf_pilaf.trainer.online_dpo.config import RewardConfig
 
 logger = logging.getLogger(__name__)
 
@@ -46,40 +57,25 @@ PROG = "python -m openrlhf_pilaf.cli.evaluate"
 
 
 # ---------------------------------------------------------------- configuration
-
-
-def _flag(cls: type, name: str) -> str:
-    """The spelling to name in an error: the issue's short alias where the field has one (`--beta`)."""
-    f = next(f for f in dataclasses.fields(cls) if f.name == name)
-    aliases = tuple(f.metadata.get("aliases", ()))
-    return aliases[0] if aliases else flag_name(cls, name)
-
-
-def _int_at_least(obj: Any, name: str, minimum: int) -> None:
-    v = getattr(obj, name)
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise ValueError(f"{_flag(type(obj), name)} must be an integer >= {minimum}, got {v!r}")
-
-
-def _positive_number(obj: Any, name: str, high: float | None = None) -> None:
-    v = getattr(obj, name)
-    flag = _flag(type(obj), name)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{flag} must be a finite number > 0, got {v!r}")
-    if high is not None and v > high:
-        raise ValueError(f"{flag} must be <= {high}, got {v!r}")
+# Each flag that means what a DPO launcher flag means is checked by that flag's own config class
+# (trainer.online_dpo.config, oracle.config: `check_as`), naming this CLI's spelling; only what is this
+# CLI's alone (its paths, the seed, the cross-checks) is checked here.
 
 
 def _checkpoint_dir(obj: Any, name: str) -> None:
     """A local Hugging Face checkpoint: refused here, before anything loads, rather than deep inside transformers."""
     from openrlhf_pilaf.utils.model_limits import check_checkpoint_dir
 
-    check_checkpoint_dir(_flag(type(obj), name), getattr(obj, name))
+    check_checkpoint_dir(user_flag(type(obj), name), getattr(obj, name))
 
 
-def is_remote_reward(spec: str) -> bool:
-    """`--reward` names OpenRLHF's remote reward (a .py with reward_func, or an http(s) server), not a checkpoint."""
-    return spec.endswith(".py") or spec.startswith(("http://", "https://"))
+def _check_like(obj: Any, cls: type, fields: dict[str, str]) -> None:
+    """`obj`'s fields (ours -> `cls`'s names) checked by `cls`'s validation, errors naming our flags."""
+    check_as(
+        cls,
+        {theirs: getattr(obj, ours) for ours, theirs in fields.items()},
+        {theirs: user_flag(type(obj), ours) for ours, theirs in fields.items()},
+    )
 
 
 @dataclass
@@ -133,25 +129,34 @@ class EvaluateConfig:
     )
 
     def __post_init__(self) -> None:
+        from openrlhf_pilaf.oracle.config import OracleConfig
+        from openrlhf_pilaf.trainer.online_dpo.config import DPOConfig, EvalConfig, RolloutConfig
+        from openrlhf_pilaf.utils.launch_checks import check_readable_file, check_writable_file
+
         check_choices(self)
         _checkpoint_dir(self, "model")
         _checkpoint_dir(self, "ref")
         if self.reward.endswith(".py"):
-            if not Path(self.reward).is_file():
-                raise ValueError(f"{_flag(EvaluateConfig, 'reward')} {self.reward!r}: no such file")
+            check_readable_file(user_flag(EvaluateConfig, "reward"), self.reward)
         elif not is_remote_reward(self.reward):
             _checkpoint_dir(self, "reward")
-        _int_at_least(self, "samples_per_prompt", 1)
-        _positive_number(self, "beta")
-        _int_at_least(self, "max_new_tokens", 1)
-        _positive_number(self, "temperature")
+        _check_like(self, EvalConfig, {"samples_per_prompt": "samples_per_prompt"})
+        _check_like(self, DPOConfig, {"beta": "beta"})
+        _check_like(self, RolloutConfig, {"max_new_tokens": "max_new_tokens", "temperature": "temperature"})
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"{_flag(EvaluateConfig, 'seed')} must be an integer, got {self.seed!r}")
-        _positive_number(self, "reward_timeout")
+            raise ValueError(f"{user_flag(EvaluateConfig, 'seed')} must be an integer, got {self.seed!r}")
+        _check_like(self, OracleConfig, {"reward_timeout": "timeout"})
         # Written last, after every response is sampled and scored: a place that cannot take it is refused now.
-        from openrlhf_pilaf.utils.launch_checks import check_writable_file
+        check_writable_file(user_flag(EvaluateConfig, "out"), self.out)
 
-        check_writable_file(_flag(EvaluateConfig, "out"), self.out)
+    def reward_source(self) -> RewardConfig:
+        """`--reward` as the DPO launcher's `--reward.*` (a RewardConfig): what `oracle.build.build_scorer` takes."""
+        from openrlhf_pilaf.trainer.online_dpo.config import RewardConfig
+
+        remote = is_remote_reward(self.reward)
+        return RewardConfig(
+            model_name_or_path=None if remote else self.reward, remote_url=self.reward if remote else None
+        )
 
 
 @dataclass
@@ -183,14 +188,15 @@ class EvalDataConfig:
     )
 
     def __post_init__(self) -> None:
+        from openrlhf_pilaf.trainer.online_dpo.config import DataConfig
+
         for part in self.dataset.split(","):
             path = part.split("@")[0].strip()  # OpenRLHF's `path@data_dir`
             if not path or not Path(path).exists():
-                raise ValueError(f"{_flag(EvalDataConfig, 'dataset')} {path!r}: no such file or directory")
-        _int_at_least(self, "max_samples", 1)
-        _int_at_least(self, "max_len", 2)
-        if self.input_template is not None and "{}" not in self.input_template:
-            raise ValueError(f"{_flag(EvalDataConfig, 'input_template')} must contain '{{}}' where the prompt goes")
+                raise ValueError(f"{user_flag(EvalDataConfig, 'dataset')} {path!r}: no such file or directory")
+        # the launcher's --data.* rules (same group, same spellings)
+        shared = ("input_key", "label_key", "input_template", "apply_chat_template", "max_samples", "max_len")
+        check_as(DataConfig, {"prompt_dataset": self.dataset, **{n: getattr(self, n) for n in shared}})
 
 
 @dataclass
@@ -208,8 +214,9 @@ class EvalVllmConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.gpu_memory_utilization is not None:
-            _positive_number(self, "gpu_memory_utilization", high=1.0)
+        from openrlhf_pilaf.trainer.online_dpo.config import VllmConfig
+
+        check_as(VllmConfig, {"gpu_memory_utilization": self.gpu_memory_utilization})  # the launcher's --vllm.*
 
 
 @dataclass
@@ -253,13 +260,7 @@ def parse_config(argv: Sequence[str]) -> EvaluationConfig:
     return EvaluationConfig(*(dataclass_from_namespace(cls, ns) for cls in GROUPS))
 
 
-# ---------------------------------------------------------------- the parts: prompts, engine, scorer
-
-
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+# ---------------------------------------------------------------- the prompts, named by this CLI's flags
 
 
 def eval_strategy(cfg: EvaluationConfig) -> SimpleNamespace:
@@ -275,7 +276,7 @@ def eval_source(cfg: EvaluationConfig):
     """`--data` (and `--data.split`) as a dataset source: the flags a refusal names."""
     from openrlhf_pilaf.utils.dataset_checks import DatasetSource
 
-    return DatasetSource(_flag(EvalDataConfig, "dataset"), cfg.data.dataset, "--data.split", cfg.data.split)
+    return DatasetSource(user_flag(EvalDataConfig, "dataset"), cfg.data.dataset, "--data.split", cfg.data.split)
 
 
 def read_eval_rows(cfg: EvaluationConfig):
@@ -303,165 +304,18 @@ def check_lengths_fit_models(cfg: EvaluationConfig) -> None:
     from openrlhf_pilaf.utils.model_limits import check_model_lengths
 
     e = cfg.evaluate
+    flag = user_flag
     check_model_lengths(
-        {_flag(EvalDataConfig, "max_len"): cfg.data.max_len, _flag(EvaluateConfig, "max_new_tokens"): e.max_new_tokens},
+        {flag(EvalDataConfig, "max_len"): cfg.data.max_len, flag(EvaluateConfig, "max_new_tokens"): e.max_new_tokens},
         {
-            _flag(EvaluateConfig, "model"): e.model,
-            _flag(EvaluateConfig, "ref"): e.ref,
-            _flag(EvaluateConfig, "reward"): None if is_remote_reward(e.reward) else e.reward,
+            flag(EvaluateConfig, "model"): e.model,
+            flag(EvaluateConfig, "ref"): e.ref,
+            flag(EvaluateConfig, "reward"): None if is_remote_reward(e.reward) else e.reward,
         },
     )
 
 
-def build_scorer(cfg: EvaluationConfig, tokenizer, device: str):
-    """The oracle's scorer: OpenRLHF's remote reward (file or server), or a reward model in this process."""
-    from openrlhf_pilaf.oracle import scorer_from_remote_url
-
-    spec = cfg.evaluate.reward
-    if is_remote_reward(spec):
-        return scorer_from_remote_url(spec, cfg.evaluate.reward_timeout)
-    from openrlhf_pilaf.oracle.reward_model import RewardModelScorer, load_reward_model
-
-    # OpenRLHF loads reward models in bf16 or fp16 only.
-    model = load_reward_model(spec, param_dtype="bf16", attn_implementation="sdpa", normalize=False, device=device)
-    return RewardModelScorer(model, tokenizer.pad_token_id)
-
-
-class _VllmEngine:
-    """An offline interpolated vLLM engine behind the loop's `generate(plan, params, texts)`; it only samples."""
-
-    def __init__(self, engine, llm) -> None:
-        self.engine, self.llm = engine, llm
-
-    def generate(self, plan, params, texts=None):
-        return self.engine.generate(plan, params)
-
-    def close(self) -> None:
-        import gc
-
-        self.llm.llm_engine.engine_core.shutdown()
-        self.llm = self.engine = None
-        gc.collect()
-
-
-def _load_causal_lms(cfg: EvaluationConfig, device: str) -> tuple[Any, Any]:
-    """The Hugging Face policy and reference for teacher-forced log-probs (one model when both are one checkpoint)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-
-    def load(path: str):
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
-
-    policy = load(cfg.evaluate.model)
-    same = Path(cfg.evaluate.model).resolve() == Path(cfg.evaluate.ref).resolve()
-    return policy, policy if same else load(cfg.evaluate.ref)
-
-
-def teacher_forced_filler(policy, reference, pad_token_id: int) -> Callable[[list], None]:
-    """Set both log-prob fields of every sample from teacher-forced forwards of the same batches (engines.scoring).
-
-    The engine's own policy log-probs are replaced (their largest difference is logged), so that log pi and
-    log pi_ref come from the same kernels, dtype and batching.
-    """
-    from openrlhf_pilaf.engines.scoring import response_logprobs
-
-    def fill(samples: list) -> None:
-        rows = [s for s in samples if s.token_ids]
-        policy_rows = response_logprobs(policy, rows, pad_token_id=pad_token_id)
-        reference_rows = (
-            policy_rows if reference is policy else response_logprobs(reference, rows, pad_token_id=pad_token_id)
-        )
-        drift = 0.0
-        for s, lp, lq in zip(rows, policy_rows, reference_rows, strict=True):
-            if s.policy_logprobs is not None:
-                drift = max([drift, *(abs(a - b) for a, b in zip(s.policy_logprobs, lp, strict=True))])
-            s.policy_logprobs, s.reference_logprobs = lp, lq
-        for s in samples:
-            if not s.token_ids:
-                s.policy_logprobs, s.reference_logprobs = [], []
-        logger.info(
-            "teacher-forced log-probs of %d responses; engine vs forward, largest |difference| %.2e", len(rows), drift
-        )
-
-    return fill
-
-
-def build_engine(cfg: EvaluationConfig, tokenizer, device: str) -> tuple[Any, Callable | None, Any]:
-    """(engine with generate(plan, params, texts), fill_reference or None, GenerationParams)."""
-    import torch
-
-    from openrlhf_pilaf.engines.interface import GenerationParams
-
-    e = cfg.evaluate
-    if e.engine == "torch":
-        from openrlhf_pilaf.engines.torch_engine import TorchInterpolatedEngine
-
-        dtype = torch.bfloat16 if device == "cuda" else torch.float32
-        engine = TorchInterpolatedEngine.from_pretrained(e.model, e.ref, device=device, dtype=dtype, max_batch_size=64)
-        params = GenerationParams(
-            max_new_tokens=e.max_new_tokens, temperature=e.temperature, seed=e.seed, reference_logprobs=True
-        )
-        return engine, None, params
-
-    from vllm import LLM
-
-    from openrlhf_pilaf.engines.vllm_generation import VllmGenerationEngine
-    from openrlhf_pilaf.engines.vllm_interp.config import InterpolatedEngineConfig
-
-    if device != "cuda":
-        from openrlhf_pilaf.testing.cpu_env import configure_cpu_stack
-
-        configure_cpu_stack(os.environ.get("PILAF_CACHE_DIR", os.path.expanduser("~/.cache/openrlhf_pilaf")))
-    interp = InterpolatedEngineConfig(reference_path=e.ref, logprobs="policy")
-    kwargs: dict[str, Any] = {}
-    memory = cfg.vllm.gpu_memory_utilization
-    if memory is None and device == "cuda":
-        memory = 0.5
-    if memory is not None:
-        kwargs["gpu_memory_utilization"] = memory
-    # vLLM first: on CUDA it sizes its cache from the free memory, which the Hugging Face models would take.
-    llm = LLM(
-        model=e.model,
-        dtype="bfloat16" if device == "cuda" else "float32",
-        enforce_eager=device != "cuda",
-        max_model_len=cfg.data.max_len,
-        seed=e.seed,
-        **kwargs,
-        **interp.engine_kwargs(e.model),
-    )
-    engine = _VllmEngine(VllmGenerationEngine(llm, logprobs="policy"), llm)
-    try:
-        policy, reference = _load_causal_lms(cfg, device)
-    except BaseException:
-        engine.close()
-        raise
-    # vLLM engines are seeded at creation; the reference log-probs come from `fill`, not from the engine.
-    params = GenerationParams(max_new_tokens=e.max_new_tokens, temperature=e.temperature, reference_logprobs=False)
-    return engine, teacher_forced_filler(policy, reference, tokenizer.pad_token_id), params
-
-
 # ---------------------------------------------------------------- the run
-
-
-class _Recorder:
-    """Passes calls through and keeps what came back, so the caller sees the samples and rewards summarised."""
-
-    def __init__(self, inner, method: str) -> None:
-        self.inner, self.method, self.calls = inner, method, []
-
-    def __getattr__(self, name: str):
-        if name != self.method:
-            raise AttributeError(name)
-        fn = getattr(self.inner, name)
-
-        def call(*args, **kwargs):
-            out = fn(*args, **kwargs)
-            self.calls.append(out)
-            return out
-
-        return call
 
 
 @dataclass
@@ -481,29 +335,48 @@ class EvaluationResult:
 
 
 def run_evaluation(cfg: EvaluationConfig) -> EvaluationResult:
-    """Check the install and the tokenizers, load the prompts, sample, score, and summarise (`evaluate_policy`)."""
+    """Check the install and the tokenizers, load the prompts, sample, score, and summarise (the run's
+    evaluation, `trainer.online_dpo.evaluation.run_policy_evaluation`, with the scorer of `oracle.build`)."""
     from openrlhf_pilaf.engines import rules
-    from openrlhf_pilaf.trainer.online_dpo.evaluation import evaluate_policy
-    from openrlhf_pilaf.trainer.online_dpo.run import check_install, load_tokenizer
+    from openrlhf_pilaf.engines.eval_engine import build_eval_engine, default_device
+    from openrlhf_pilaf.oracle.build import build_scorer
+    from openrlhf_pilaf.trainer.online_dpo.evaluation import run_policy_evaluation
+    from openrlhf_pilaf.utils.openrlhf_patches import check_install
 
     e = cfg.evaluate
     check_install()
     # What the files can tell, before any tokenizer, weights or engine: lengths against the models, the rows.
     check_lengths_fit_models(cfg)
     rows = read_eval_rows(cfg)
-    tokenizer = load_tokenizer(e.model, _flag(EvaluateConfig, "model"))
-    rules.check_same_tokenizer(tokenizer, e.model, e.ref, _flag(EvaluateConfig, "ref"))
+    tokenizer = rules.load_policy_tokenizer(e.model, user_flag(EvaluateConfig, "model"))
+    rules.check_same_tokenizer(tokenizer, e.model, e.ref, user_flag(EvaluateConfig, "ref"))
     if not is_remote_reward(e.reward):  # the reward model scores the policy's token ids
-        rules.check_same_tokenizer(tokenizer, e.model, e.reward, _flag(EvaluateConfig, "reward"))
+        rules.check_same_tokenizer(tokenizer, e.model, e.reward, user_flag(EvaluateConfig, "reward"))
     prompts = load_eval_prompts(cfg, tokenizer, rows)
-    device = _device()
+    device = default_device()
+
+    def scorer():
+        # OpenRLHF loads reward models in bf16 or fp16 only; unnormalised (the oracle's own scale).
+        return build_scorer(e.reward_source(), tokenizer, timeout=e.reward_timeout, device=device)
+
     # A reward file or server is checked before the engine starts (a missing reward_func fails in a second); a
     # reward model loads after it (vLLM sizes its cache from the free GPU memory).
-    scorer = build_scorer(cfg, tokenizer, device) if is_remote_reward(e.reward) else None
-    engine, fill, params = build_engine(cfg, tokenizer, device)
+    oracle = scorer() if is_remote_reward(e.reward) else None
+    sampling = build_eval_engine(
+        e.engine,
+        model=e.model,
+        ref=e.ref,
+        pad_token_id=tokenizer.pad_token_id,
+        max_new_tokens=e.max_new_tokens,
+        temperature=e.temperature,
+        seed=e.seed,
+        max_model_len=cfg.data.max_len,
+        device=device,
+        gpu_memory_utilization=cfg.vllm.gpu_memory_utilization,
+    )
     try:
-        if scorer is None:
-            scorer = build_scorer(cfg, tokenizer, device)
+        if oracle is None:
+            oracle = scorer()
         logger.info(
             "evaluating %s against %s: %d prompts x %d samples, %s engine",
             e.model,
@@ -512,15 +385,19 @@ def run_evaluation(cfg: EvaluationConfig) -> EvaluationResult:
             e.samples_per_prompt,
             e.engine,
         )
-        sampler, oracle = _Recorder(engine, "generate"), _Recorder(scorer, "score")
-        summary = evaluate_policy(
-            sampler, fill, oracle, tokenizer, prompts, params, beta=e.beta, samples_per_prompt=e.samples_per_prompt
+        evaluation = run_policy_evaluation(
+            sampling.engine,
+            sampling.logprobs,
+            oracle,
+            tokenizer,
+            prompts,
+            sampling.params,
+            beta=e.beta,
+            samples_per_prompt=e.samples_per_prompt,
         )
     finally:
-        if hasattr(engine, "close"):
-            engine.close()
-    samples = [s for call in sampler.calls for s in call]
-    rewards = [float(r) for call in oracle.calls for r in call]
+        sampling.close()
+    samples = evaluation.samples
     lengths = [len(s.token_ids) for s in samples]
     meta = {
         "model": str(Path(e.model).resolve()),
@@ -536,7 +413,7 @@ def run_evaluation(cfg: EvaluationConfig) -> EvaluationResult:
         "response_tokens_mean": sum(lengths) / len(lengths),
         "truncated": sum(s.finish_reason == "length" for s in samples) / len(samples),
     }
-    return EvaluationResult(summary, samples, rewards, list(prompts), meta)
+    return EvaluationResult(evaluation.summary, samples, evaluation.rewards, list(prompts), meta)
 
 
 def format_table(summary: dict[str, float], meta: dict[str, Any]) -> str:

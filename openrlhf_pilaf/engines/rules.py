@@ -174,6 +174,24 @@ def load_tokenizer(path: str, what: str, *, offline: bool = False):
         raise IncompatibleReferenceError(f"{what}: cannot load the tokenizer at {str(path)!r}: {e}") from None
 
 
+def load_policy_tokenizer(path: str, flag: str):
+    """The policy's tokenizer as the engines and the oracle use it: left-padded, pad = eos where it has no pad.
+
+    Refused naming `flag` when a local checkpoint carries none (a trainer that saved only the model), rather
+    than with transformers' "Couldn't instantiate the backend tokenizer".
+    """
+    if Path(path).is_dir() and not has_tokenizer(path):
+        raise ValueError(
+            f"{flag} {path!r} has no tokenizer ({', '.join(TOKENIZER_FILES[:2])}, ...): save the tokenizer "
+            "into the checkpoint (tokenizer.save_pretrained)"
+        )
+    tok = load_tokenizer(path, flag)
+    tok.padding_side = "left"
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
 def tokenizer_differences(policy_tokenizer, reference_tokenizer) -> list[str]:
     """What makes two tokenizers map ids to different tokens: special-token ids and the token-to-id maps.
 

@@ -1,5 +1,9 @@
-"""The preference oracle: a reward model (OpenRLHF's reward mechanisms) or people label each pair (`interface`)."""
+"""The preference oracle: a reward model (OpenRLHF's reward mechanisms) or people label each pair (`interface`).
 
+`build_scorer` (build.py) is the one place a scorer is built from reward settings (the DPO launcher's and
+cli.evaluate's)."""
+
+from openrlhf_pilaf.oracle.build import RewardSource, build_scorer, is_remote_reward
 from openrlhf_pilaf.oracle.config import OracleConfig
 from openrlhf_pilaf.oracle.interface import Oracle, build_oracle
 from openrlhf_pilaf.oracle.labels import label_pair, pair_rng, prob_a_preferred
@@ -23,11 +27,14 @@ __all__ = [
     "PreferenceOracle",
     "PythonFileScorer",
     "RemoteScorer",
+    "RewardSource",
     "RoundFiles",
     "ScoreRequest",
     "Scorer",
     "ScorerError",
     "build_oracle",
+    "build_scorer",
+    "is_remote_reward",
     "label_pair",
     "pair_rng",
     "prob_a_preferred",

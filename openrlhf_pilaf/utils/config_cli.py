@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -198,6 +199,35 @@ def dataclass_from_namespace(cls: type, namespace: argparse.Namespace, **overrid
         values[f.name] = value
     values.update(overrides)
     return cls(**values)
+
+
+def user_flag(cls: type, field_name: str) -> str:
+    """The spelling of a field's flag to name in an error: its first alias where it has one (`--beta`, the
+    short form a CLI documents), else the canonical `--group.field`."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if field_name not in fields:
+        raise KeyError(f"{cls.__name__} has no field {field_name!r}")
+    aliases = tuple(fields[field_name].metadata.get("aliases", ()))
+    return aliases[0] if aliases else flag_name(cls, field_name)
+
+
+def check_as(cls: type, values: Mapping[str, Any], flags: Mapping[str, str] | None = None) -> None:
+    """Check `values` with the validation of another config class `cls`, naming our flags in its errors.
+
+    A CLI whose settings mean what some fields of `cls` mean (cli.evaluate's `--beta` is the DPO launcher's
+    `--dpo.beta`) builds `cls(**values)` (the other fields keep their defaults), so that there is one rule for
+    what a valid value is; a ValueError naming one of `cls`'s flags is re-raised naming `flags[field]` instead
+    (fields not in `flags` keep `cls`'s spelling, right when both CLIs share the group).
+    """
+    try:
+        cls(**values)
+    except ValueError as e:
+        message = str(e)
+        # longest first, and only whole flags: `--data.max_len` must not rewrite part of `--data.max_len_x`
+        for name in sorted(flags or {}, key=lambda n: -len(flag_name(cls, n))):
+            pattern = re.escape(flag_name(cls, name)) + r"(?!\w|\.\w)"
+            message = re.sub(pattern, lambda _m, name=name: flags[name], message)
+        raise ValueError(message) from None
 
 
 def check_choices(obj: Any) -> None:

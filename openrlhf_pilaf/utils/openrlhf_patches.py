@@ -119,6 +119,17 @@ def require_patches(cpu_stack: bool, *, site_dir: Path | None = None, patch_dir:
         )
 
 
+def check_install() -> None:
+    """The supported OpenRLHF, and on a machine without CUDA (the CPU stack) our patches, before anything loads.
+
+    What every command that loads OpenRLHF's models checks first. The one function here that imports torch (to
+    ask for CUDA)."""
+    import torch
+
+    require_supported_openrlhf()
+    require_patches(cpu_stack=not torch.cuda.is_available())
+
+
 def patch_files(patch_dir: Path = DEFAULT_PATCH_DIR) -> list[Path]:
     files = sorted(Path(patch_dir).glob("*.patch"))
     if not files:

@@ -79,6 +79,27 @@ class DPOLearner:
         dev = self.device
         return self.model(ids.to(dev), action_mask=action.to(dev), attention_mask=attention.to(dev)).sum(-1)
 
+    @torch.no_grad()
+    def action_logprobs(
+        self, sequences: torch.Tensor, action_mask: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The policy's log-probs of the action tokens, by the Actor call OpenRLHF's ReferenceModelActor.forward
+        makes (eval mode, returned on the CPU in the model's dtype): log pi and log pi_ref of one response then
+        come from the same numerics (docs/interpolation.md, "The evaluation KL")."""
+        dev = self.device
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out = self.model(
+                sequences.to(dev),
+                action_mask.to(dev),
+                attention_mask.to(dev),
+                ring_attn_group=self.strategy.ring_attn_group,
+            )
+        finally:
+            self.model.train(was_training)
+        return out.to("cpu")
+
     def train(self, pairs: Sequence[TrainingPair]) -> dict[str, float]:
         """One pass over `pairs` (this rank's shard), micro-batch by micro-batch; returns summed statistics."""
         self.model.train()

@@ -25,6 +25,11 @@ class DPOLearnerActor(BaseModelActor):
     def train_shard(self, pairs) -> dict[str, float]:
         return self.learner.train(pairs)
 
+    def forward(self, sequences, action_mask=None, attention_mask=None):
+        """ReferenceModelActor's `forward`, on the policy being trained: the evaluation's policy log-probs by
+        the same call as its reference log-probs (engines.scoring.actor_group_logprobs)."""
+        return self.learner.action_logprobs(sequences, action_mask, attention_mask)
+
     def init_weight_sync(self, engines, tensor_parallel_size: int) -> None:
         self._engines = engines
         if self.strategy.is_rank_0():

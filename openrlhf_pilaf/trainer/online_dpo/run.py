@@ -13,6 +13,7 @@ the trained model in Hugging Face format.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -30,20 +31,10 @@ logger = logging.getLogger(__name__)
 
 
 def load_tokenizer(path: str, flag: str = "--actor.model_name_or_path"):
-    """The policy's tokenizer, left-padded; refused naming `flag` when a local checkpoint carries none (a trainer
-    that saved only the model), rather than with transformers' "Couldn't instantiate the backend tokenizer"."""
-    from openrlhf_pilaf.engines import rules
+    """The policy's tokenizer, left-padded (`engines.rules.load_policy_tokenizer`), refused naming `flag`."""
+    from openrlhf_pilaf.engines.rules import load_policy_tokenizer
 
-    if Path(path).is_dir() and not rules.has_tokenizer(path):
-        raise ValueError(
-            f"{flag} {path!r} has no tokenizer ({', '.join(rules.TOKENIZER_FILES[:2])}, ...): save the tokenizer "
-            "into the checkpoint (tokenizer.save_pretrained)"
-        )
-    tok = rules.load_tokenizer(path, flag)
-    tok.padding_side = "left"
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    return tok
+    return load_policy_tokenizer(path, flag)
 
 
 def check_tokenizers(cfg: OnlineDPOConfig, tokenizer, reference_path: str) -> None:
@@ -57,37 +48,21 @@ def check_tokenizers(cfg: OnlineDPOConfig, tokenizer, reference_path: str) -> No
 
 
 def build_scorer(cfg: OnlineDPOConfig, tokenizer, *, device: str = "cpu", reward_group=None):
-    """The oracle's scorer (also the evaluation's); None when people label (--oracle.type file) and nothing scores."""
-    from openrlhf_pilaf.oracle import scorer_from_remote_url
+    """The oracle's scorer (also the evaluation's); None when people label (--oracle.type file) and nothing scores.
 
-    if not cfg.reward.enabled:
-        return None
-    if cfg.reward.remote_url is not None:
-        return scorer_from_remote_url(cfg.reward.remote_url, cfg.oracle.timeout)
-    if reward_group is not None:
-        from openrlhf_pilaf.oracle.reward_model import RayRewardModelScorer
+    `oracle.build.build_scorer` with this run's --reward.*, --oracle.timeout and --ds.* (one builder for the
+    launcher and cli.evaluate)."""
+    from openrlhf_pilaf.oracle.build import build_scorer as build
 
-        return RayRewardModelScorer(reward_group)
-    from openrlhf_pilaf.oracle.reward_model import RewardModelScorer, load_reward_model
-
-    model = load_reward_model(
-        cfg.reward.model_name_or_path,
+    return build(
+        cfg.reward,
+        tokenizer,
+        timeout=cfg.oracle.timeout,
+        device=device,
+        reward_group=reward_group,
         param_dtype=cfg.ds.param_dtype,
         attn_implementation=cfg.ds.attn_implementation,
-        normalize=cfg.reward.normalize_enable,
-        device=device,
     )
-    return RewardModelScorer(model, tokenizer.pad_token_id)
-
-
-def check_install() -> None:
-    """The supported OpenRLHF, and on a machine without CUDA (the CPU stack) our patches, before anything loads."""
-    import torch
-
-    from openrlhf_pilaf.utils.openrlhf_patches import require_patches, require_supported_openrlhf
-
-    require_supported_openrlhf()
-    require_patches(cpu_stack=not torch.cuda.is_available())
 
 
 def resolve_reference(cfg: OnlineDPOConfig) -> str:
@@ -184,11 +159,12 @@ def preflight(cfg: OnlineDPOConfig) -> CheckedInputs:
 @dataclass
 class EngineParts:
     """What runs the run: the learner, the engine (its samples carry policy and reference log-probs), the oracle's
-    scorer; `fill_reference` re-fills reference log-probs of samples made elsewhere (None: the engine's own)."""
+    scorer; `eval_logprobs` recomputes both log-probs of evaluation samples from one kind of forward (None: the
+    engine's own already are; docs/interpolation.md, "The evaluation KL")."""
 
     learner: Any
     engine: Any
-    fill_reference: Any
+    eval_logprobs: Any
     scorer: Any
     shutdown: Any = None
     raw_engine: Any = None  # the engine object itself (tests inspect it)
@@ -227,7 +203,7 @@ def build_parts(
     if scorer is None:
         scorer = build_scorer(cfg, tokenizer, reward_group=ray_parts.reward_group)
     return EngineParts(
-        ray_parts.learner, ray_parts.engine, ray_parts.fill_reference, scorer, ray_parts.shutdown, ray_parts
+        ray_parts.learner, ray_parts.engine, ray_parts.eval_logprobs, scorer, ray_parts.shutdown, ray_parts
     )
 
 
@@ -288,15 +264,16 @@ def refuse_overwrite(cfg: OnlineDPOConfig, schedule: Schedule, run_dir: Path) ->
 
 def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> PreparedRun:
     """Check everything, load prompts, start (or reuse) the engine parts, and build the driver."""
-    from openrlhf_pilaf.oracle import build_oracle
+    from openrlhf_pilaf.oracle import PreferenceOracle, build_oracle
     from openrlhf_pilaf.trainer.dpo.collect import PairCollector
     from openrlhf_pilaf.trainer.dpo.driver import DPODriver
     from openrlhf_pilaf.trainer.online_dpo.evaluation import evaluate_policy
     from openrlhf_pilaf.trainer.online_dpo.openrlhf_args import openrlhf_args
     from openrlhf_pilaf.trainer.online_dpo.prompts import prompts_from_rows
     from openrlhf_pilaf.trainer.online_dpo.sinks import JsonlSink, openrlhf_sinks
+    from openrlhf_pilaf.utils.openrlhf_patches import check_install
 
-    check_install()
+    check_install()  # the supported OpenRLHF, and our patches on the CPU stack
     checked = preflight(cfg)
     run_dir = Path(cfg.ckpt.output_dir)
     reference_path = resolve_reference(cfg)
@@ -330,13 +307,22 @@ def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> Prepa
     oracle = build_oracle(cfg.oracle, parts.scorer, seed=cfg.train.seed)
     evaluate = None
     if eval_prompts is not None:
-        eval_params = cfg.generation_params(temperature=cfg.eval.temperature)
+        # The policy's own samples (no top-p / top-k truncation: the KL is of pi's own distribution); their reference
+        # log-probs come from the engine, or with both policy ones from `eval_logprobs`' forwards.
+        eval_params = dataclasses.replace(
+            cfg.generation_params(temperature=cfg.eval.temperature),
+            top_p=1.0,
+            top_k=0,
+            reference_logprobs=parts.eval_logprobs is None,
+        )
+        # Scored through an oracle: the same checks and retries as labels (its own counters: no label is spent).
+        eval_scorer = PreferenceOracle(parts.scorer, cfg.oracle, seed=cfg.train.seed)
 
         def evaluate(step: int) -> dict:
             return evaluate_policy(
                 parts.engine,
-                None,  # the engine's samples carry the reference's log-probs
-                parts.scorer,
+                parts.eval_logprobs,
+                eval_scorer,
                 tokenizer,
                 eval_prompts,
                 eval_params,

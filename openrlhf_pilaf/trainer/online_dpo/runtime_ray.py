@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 class RayParts:
     learner: Any
     engine: Any
-    fill_reference: Callable[[list[GeneratedSample]], None]
+    eval_logprobs: Any  # both log-probs of evaluation samples from actor forwards (engines.kl.MatchedLogprobs)
     reward_group: Any
     shutdown: Callable[[], None]
 
@@ -172,32 +172,24 @@ class RayLearner:
 
 
 class RayReferenceFiller:
-    """Reference log-probs of generated responses from OpenRLHF's ReferenceModelActor group (one sequence an item)."""
+    """Reference log-probs of generated responses from OpenRLHF's ReferenceModelActor group (one sequence an item,
+    `engines.scoring.ActorGroupLogprobs`)."""
 
     def __init__(self, group) -> None:
-        self.group = group
+        from openrlhf_pilaf.engines.scoring import ActorGroupLogprobs
+
+        self.group, self.rows = group, ActorGroupLogprobs(group)
 
     def __call__(self, samples: list[GeneratedSample]) -> None:
-        import ray
-
-        seqs = [torch.tensor([s.prompt_ids + s.token_ids], dtype=torch.long) for s in samples]
-        action = [torch.ones((1, len(s.token_ids)), dtype=torch.long) for s in samples]
-        attention = [torch.ones_like(q) for q in seqs]
-        refs = self.group.async_run_method_batch(
-            method_name="forward", sequences=seqs, action_mask=action, attention_mask=attention
-        )
-        chunks = ray.get(refs)
-        out = [lp for chunk in chunks[:: self.group.duplicate_actors] for lp in chunk]
-        if len(out) != len(samples):
-            raise RuntimeError(f"reference actors returned {len(out)} results for {len(samples)} samples")
-        for s, lp in zip(samples, out, strict=True):
-            s.reference_logprobs = [float(v) for v in lp.flatten()[-len(s.token_ids) :]]
+        for s, row in zip(samples, self.rows(samples), strict=True):
+            s.reference_logprobs = row
 
 
 def build_ray_parts(cfg: OnlineDPOConfig, args, *, reference_path: str, tokenizer, optimizer_steps: int) -> RayParts:
     import ray
     from openrlhf.trainer.ray.launcher import ReferenceModelActor, RewardModelActor
 
+    from openrlhf_pilaf.engines.scoring import actor_group_logprobs
     from openrlhf_pilaf.engines.vllm_generation import RayVllmGenerationEngine
     from openrlhf_pilaf.engines.vllm_interp.config import InterpolatedEngineConfig
     from openrlhf_pilaf.engines.vllm_interp.launch import create_interpolated_vllm_engines
@@ -257,7 +249,7 @@ def build_ray_parts(cfg: OnlineDPOConfig, args, *, reference_path: str, tokenize
     return RayParts(
         learner=learner,
         engine=engine,
-        fill_reference=fill_reference,
+        eval_logprobs=actor_group_logprobs(learners, reference),
         reward_group=reward,
         shutdown=_shutdown(started, engines, [learners, reference, reward]),
     )
