@@ -1,4 +1,7 @@
-"""`build_scorer`: the oracle's scorer from the reward flags, the one place a scorer is built.
+"""`build_scorer` and `build_oracle`: the one place scorers and oracles are built.
+
+`build_oracle` turns `--oracle.*` and a scorer into the run's oracle (people, or the scorer with checks and
+retries); the in-run evaluation wraps the same scorer in a `PreferenceOracle` of its own.
 
 The DPO launcher (`trainer.online_dpo.run`, from `--reward.*` and `--oracle.timeout`) and
 `cli.evaluate` (from `--reward` and `--evaluate.reward_timeout`) both call it, so that "the oracle" is
@@ -13,6 +16,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from openrlhf_pilaf.oracle.config import OracleConfig
+from openrlhf_pilaf.oracle.oracle import PreferenceOracle
+from openrlhf_pilaf.oracle.people import PeopleOracle
 from openrlhf_pilaf.oracle.scorers import Scorer, scorer_from_remote_url
 
 
@@ -67,3 +73,12 @@ def build_scorer(
         device=device,
     )
     return RewardModelScorer(model, tokenizer.pad_token_id)
+
+
+def build_oracle(config: OracleConfig, scorer: Scorer | None, *, seed: int) -> PreferenceOracle | PeopleOracle:
+    """The run's oracle from `--oracle.*`: people (type file) or the scorer (type reward), seeded by `--train.seed`."""
+    if config.type == "file":
+        return PeopleOracle(config.labels_file, seed)
+    if scorer is None:
+        raise ValueError("--oracle.type reward needs a scorer: give --reward.model_name_or_path or --reward.remote_url")
+    return PreferenceOracle(scorer, config, seed)
