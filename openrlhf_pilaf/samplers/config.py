@@ -56,9 +56,7 @@ class SamplerConfig:
         reads = SAMPLERS[self.sampler].option_names()
         for name in self.options:
             if name not in reads:
-                raise ValueError(
-                    f"--{OPTION_GROUP}.{name} is not a setting of {_flag('sampler')} {self.sampler}; remove it"
-                )
+                raise ValueError(f"{_flag(name)} is not a setting of {_flag('sampler')} {self.sampler}; remove it")
         self.settings()  # the sampler's own checks, now rather than at build
 
     def settings(self) -> SamplerOptions:
@@ -73,4 +71,7 @@ class SamplerConfig:
 
 
 def _flag(name: str) -> str:
-    return flag_name(SamplerConfig, name)
+    try:
+        return flag_name(SamplerConfig, name)
+    except KeyError:  # a setting no registered sampler declares (from Python): spelled as its flag would be
+        return f"--{OPTION_GROUP}.{name}"

@@ -159,9 +159,13 @@ def option_union(
     return {name: tuple(decls) for name, decls in union.items()}
 
 
-def _spelling(owner: type, f: dataclasses.Field) -> tuple:
+def _spelling(owner: type, f: dataclasses.Field) -> str:
+    """How a field is spelled as a flag, in words: two declarations of one option must agree on it."""
     spec = _spec(owner, f)
-    return (spec.kind, spec.scalar, spec.choices, spec.container, f.default is True if spec.kind == "bool" else None)
+    if spec.kind == "bool":
+        return f"a bool defaulting to {f.default is True}"
+    one = spec.scalar.__name__ + (f" in {list(spec.choices)}" if spec.choices is not None else "")
+    return f"{spec.container.__name__} of {one}" if spec.kind == "list" else one
 
 
 def options_of(cls: type) -> dict[str, tuple[OptionDecl, ...]]:
@@ -205,7 +209,7 @@ def _spec(cls: type, f: dataclasses.Field) -> _FlagSpec:
     where = f"{cls.__name__}.{f.name}"
     hints = typing.get_type_hints(cls)
     if _is_options_field(f):
-        if not callable(f.metadata["options"]) or typing.get_origin(hints[f.name]) not in (dict, Mapping):
+        if not callable(f.metadata["options"]) or (typing.get_origin(hints[f.name]) or hints[f.name]) is not dict:
             raise TypeError(f"{where}: an options field is a `dict[str, Any]` with a callable metadata['options']")
         return _FlagSpec(f.name, "options", None, None, False, None)
     tp, optional = _strip_optional(hints[f.name])
