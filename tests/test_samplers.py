@@ -197,6 +197,12 @@ def test_each_sampler_declares_the_settings_it_reads():
     }
     assert SamplerConfig(sampler="best_of_n").settings().n == 8  # the default lives with the sampler
     assert SamplerConfig(sampler="pilaf").settings().w is None  # resolved to the DPO beta by build()
+    # a plug-in option may not take the names of SamplerConfig's own fields
+    from dataclasses import fields
+
+    from openrlhf_pilaf.samplers.base import RESERVED_OPTION_NAMES
+
+    assert {f.name for f in fields(SamplerConfig)} == RESERVED_OPTION_NAMES
 
 
 def test_sampler_configs_round_trip_through_their_flags():
