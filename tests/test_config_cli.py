@@ -139,3 +139,74 @@ def test_programming_errors_fail_when_the_parser_is_built():
 def test_help_shows_help_text_and_defaults():
     text = _parser(Toy).format_help()
     assert "--toy.steps" in text and "an int (default: 3)" in text and "--name" in text
+
+
+@dataclass(frozen=True)
+class _ShapeA:
+    cli_group: ClassVar[str] = "shape"
+    size: int = field(default=2, metadata={"help": "how big"})
+    round: bool = field(default=False, metadata={"help": "round corners"})
+
+
+@dataclass(frozen=True)
+class _ShapeB:
+    cli_group: ClassVar[str] = "shape"
+    size: int = field(default=5, metadata={"help": "how many"})
+    tags: tuple[str, ...] = field(default=(), metadata={"help": "labels"})
+
+
+_SHAPES: dict[str, type] = {"a": _ShapeA, "b": _ShapeB}
+
+
+@dataclass
+class Shape:
+    """A choice whose settings are declared by the choices (a registry that grows)."""
+
+    cli_group: ClassVar[str] = "shape"
+    kind: str = field(default="a", metadata={"help": lambda: "one of " + ", ".join(_SHAPES)})
+    options: dict = field(default_factory=dict, metadata={"options": lambda: _SHAPES})
+
+
+def test_an_options_field_gets_one_flag_per_option_and_keeps_only_those_given():
+    parser = _parser(Shape)
+    text = " ".join(parser.format_help().split())
+    assert "one of a, b" in text and "[--shape.size SIZE]" in text and "[--shape.options" not in text
+    assert "a: how big (default: 2); b: how many (default: 5)" in text  # one flag, what each choice reads
+    assert flag_name(Shape, "size") == "--shape.size" and flag_name(Shape, "round") == "--shape.round"
+    with pytest.raises(KeyError):
+        flag_name(Shape, "nope")
+    cfg = dataclass_from_namespace(Shape, parser.parse_args(["--shape.size", "3", "--shape.tags", "x", "y"]))
+    assert cfg == Shape(options={"size": 3, "tags": ("x", "y")})
+    assert dataclass_from_namespace(Shape, parser.parse_args([])) == Shape()
+    argv = to_argv(cfg)
+    assert argv == ["--shape.size", "3", "--shape.tags", "x", "y"]
+    assert dataclass_from_namespace(Shape, parser.parse_args(argv)) == cfg
+
+
+def test_options_are_read_when_the_parser_is_built_and_must_agree():
+    @dataclass(frozen=True)
+    class ShapeC:
+        cli_group: ClassVar[str] = "shape"
+        ratio: float = field(default=1.0, metadata={"help": "aspect"})
+
+    @dataclass(frozen=True)
+    class BadSize:
+        cli_group: ClassVar[str] = "shape"
+        size: float = field(default=1.0, metadata={"help": "a float where the others have an int"})
+
+    @dataclass(frozen=True)
+    class Clash:
+        cli_group: ClassVar[str] = "shape"
+        kind: str = field(default="x", metadata={"help": "shadows --shape.kind"})
+
+    _SHAPES["c"] = ShapeC
+    try:
+        assert "--shape.ratio" in _parser(Shape).format_help()
+        for bad, match in ((BadSize, "one flag needs one spelling"), (Clash, r"--shape\.kind is taken")):
+            _SHAPES["bad"] = bad
+            with pytest.raises(TypeError, match=match):
+                _parser(Shape)
+    finally:
+        _SHAPES.pop("c")
+        _SHAPES.pop("bad", None)
+    assert "--shape.ratio" not in _parser(Shape).format_help()

@@ -186,3 +186,31 @@ def test_build_refuses_a_bad_beta():
     for beta in (0.0, -0.1, float("inf")):
         with pytest.raises(ValueError, match="beta"):
             SamplerConfig().build(beta)
+
+
+def test_each_sampler_declares_the_settings_it_reads():
+    assert {name: cls.option_names() for name, cls in SAMPLERS.items()} == {
+        "vanilla": frozenset(),
+        "best_of_n": frozenset({"n"}),
+        "hybrid": frozenset(),
+        "pilaf": frozenset({"w", "mix_prob"}),
+    }
+    assert SamplerConfig(sampler="best_of_n").settings().n == 8  # the default lives with the sampler
+    assert SamplerConfig(sampler="pilaf").settings().w is None  # resolved to the DPO beta by build()
+    # a plug-in option may not take the names of SamplerConfig's own fields
+    from dataclasses import fields
+
+    from openrlhf_pilaf.samplers.base import RESERVED_OPTION_NAMES
+
+    assert {f.name for f in fields(SamplerConfig)} == RESERVED_OPTION_NAMES
+
+
+def test_sampler_configs_round_trip_through_their_flags():
+    import argparse
+
+    from openrlhf_pilaf.utils.config_cli import add_dataclass_arguments, dataclass_from_namespace, to_argv
+
+    parser = argparse.ArgumentParser()
+    add_dataclass_arguments(parser, SamplerConfig)
+    for cfg in (SamplerConfig(), SamplerConfig(sampler="best_of_n", n=3), SamplerConfig(w=0.2, mix_prob=0.0)):
+        assert dataclass_from_namespace(SamplerConfig, parser.parse_args(to_argv(cfg))) == cfg

@@ -7,20 +7,51 @@ is made in `plan` from the step's seeded generator, so `pairs` is a pure functio
 samples: a resumed run that re-plans a step with the same seed gets the same decisions.
 
 Samplers register under a name (`@register_sampler`); registering a name twice is an error, so a plug-in
-cannot silently replace a built-in sampler.
+cannot silently replace a built-in sampler. Each sampler declares its settings itself, as a nested
+`Options` dataclass (a `SamplerOptions`: one field per `--pilaf.<option>` flag, with its type, default and
+help, validated in its `__post_init__`), and builds itself from them and the DPO beta (`from_options`).
+The launcher's `--pilaf.*` flags are generated from the samplers registered when it builds its parser, so
+a new sampler is one module that defines the class and registers it; nothing else is edited:
+
+    @register_sampler
+    class ReferenceMixSampler(PairSampler):
+        name, summary = "reference_mix", "policy vs reference with probability ref_prob, else vanilla"
+
+        @dataclass(frozen=True)
+        class Options(SamplerOptions):
+            ref_prob: float = field(default=0.5, metadata={"help": "probability of a policy-vs-reference pair"})
+
+            def __post_init__(self) -> None:
+                super().__post_init__()
+                if not 0 <= self.ref_prob <= 1:
+                    raise ValueError(f"{self.flag('ref_prob')} is a probability in [0, 1], got {self.ref_prob}")
+
+        def __init__(self, ref_prob: float) -> None:
+            self.ref_prob = ref_prob
+
+        @classmethod
+        def from_options(cls, options: Options, beta: float) -> ReferenceMixSampler:
+            return cls(options.ref_prob)
+
+        def draws(self, rng): ...
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import numpy as np
 
 from openrlhf_pilaf.engines.interface import GeneratedSample, GenerationPlan, SampleSpec
 from openrlhf_pilaf.pairs.types import Branch, CandidatePair, Response
+from openrlhf_pilaf.utils.config_cli import check_choices, flag_name, option_union
+
+OPTION_GROUP = "pilaf"  # the flag group of every sampler option: `--pilaf.<option>`
+# `SamplerConfig`'s own names: `--pilaf.sampler` picks the sampler, `options` is its keyword for the settings.
+RESERVED_OPTION_NAMES = frozenset({"sampler", "options"})
 
 
 @dataclass(frozen=True)
@@ -49,12 +80,49 @@ def model_forwards(w: float) -> tuple[int, int]:
     return 1, 1
 
 
+@dataclass(frozen=True)
+class SamplerOptions:
+    """The settings of one sampler: subclass it as the sampler's nested `Options` dataclass.
+
+    Each field is a `--pilaf.<field>` flag (types as in `utils.config_cli`; metadata "help" required, and a
+    default: a flag the user leaves out must still build the sampler). Two samplers may declare the same
+    name when they spell it alike; it is then one flag. Validate in `__post_init__` (call super's: it checks
+    `Literal` choices) and name the flag with `self.flag(name)`: the same check then holds from Python and
+    from the command line. An option whose default depends on the run (PILAF's w = the DPO beta) defaults
+    to None here and is resolved in the sampler's `from_options`.
+    """
+
+    cli_group: ClassVar[str] = OPTION_GROUP
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+
+    @classmethod
+    def flag(cls, name: str) -> str:
+        """The flag of one of these options, e.g. `--pilaf.w`, for error messages."""
+        return flag_name(cls, name)
+
+
 class PairSampler(ABC):
     """Maps (prompts, seeded rng) to a plan, and generated samples to one candidate pair per prompt."""
 
     name: ClassVar[str]
-    # Fields of SamplerConfig this sampler reads (besides `sampler`); the config refuses the others.
-    options: ClassVar[frozenset[str]] = frozenset()
+    summary: ClassVar[str] = ""  # a few words for `--pilaf.sampler`'s help, e.g. "2 policy draws"
+    # The sampler's settings (fields = `--pilaf.*` flags); SamplerConfig refuses a setting not declared here.
+    Options: ClassVar[type[SamplerOptions]] = SamplerOptions
+
+    @classmethod
+    def from_options(cls, options: SamplerOptions, beta: float) -> PairSampler:
+        """The sampler for validated `options` and the run's DPO beta (for defaults and implicit rewards).
+
+        Override when the sampler has settings; the default builds a sampler without any.
+        """
+        return cls()
+
+    @classmethod
+    def option_names(cls) -> frozenset[str]:
+        """The `--pilaf.*` settings this sampler reads."""
+        return frozenset(f.name for f in fields(cls.Options) if f.init)
 
     @abstractmethod
     def draws(self, rng: np.random.Generator) -> list[tuple[float, Branch]]:
@@ -116,15 +184,40 @@ class PairSampler(ABC):
         return out
 
 
-SAMPLERS: dict[str, type[PairSampler]] = {}
+SAMPLERS: dict[str, type[PairSampler]] = {}  # name -> class, in registration order (the order of --help)
+
+
+def sampler_options() -> dict[str, type[SamplerOptions]]:
+    """Each registered sampler's options class, by sampler name: what `--pilaf.*` flags are generated from."""
+    return {name: cls.Options for name, cls in SAMPLERS.items()}
 
 
 def register_sampler(cls: type[PairSampler]) -> type[PairSampler]:
-    """Class decorator: make `cls` available as `--pilaf.sampler <cls.name>`; a taken name is an error."""
+    """Class decorator: make `cls` available as `--pilaf.sampler <cls.name>`, its options as `--pilaf.*` flags.
+
+    Refused here rather than when a launcher builds its parser: a missing or taken name (a plug-in cannot
+    silently replace a built-in sampler), an `Options` that is not a `SamplerOptions` dataclass, an option
+    without help or default, named `sampler` / `options`, or spelled differently from another sampler's
+    option of the same name (they would be one flag).
+    """
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
         raise TypeError(f"{cls.__name__} needs a class attribute `name`")
     if name in SAMPLERS:
         raise ValueError(f"sampler name {name!r} is taken by {SAMPLERS[name].__module__}.{SAMPLERS[name].__name__}")
+    options = getattr(cls, "Options", None)
+    # vars(): a subclass left undecorated inherits is_dataclass, but its annotations would silently be no options
+    decorated = isinstance(options, type) and "__dataclass_fields__" in vars(options)
+    if not (decorated and issubclass(options, SamplerOptions)):
+        raise TypeError(f"{cls.__name__}.Options must be a SamplerOptions subclass decorated with @dataclass")
+    option_union({**sampler_options(), name: options}, OPTION_GROUP, RESERVED_OPTION_NAMES)
     SAMPLERS[name] = cls
     return cls
+
+
+def unregister_sampler(name: str) -> type[PairSampler]:
+    """Remove a registered sampler and return its class: for tests and for plug-ins that replace a sampler
+    on purpose (unregister, then register theirs). Parsers built afterwards no longer offer its flags."""
+    if name not in SAMPLERS:
+        raise KeyError(f"no sampler named {name!r} is registered; registered: {sorted(SAMPLERS)}")
+    return SAMPLERS.pop(name)

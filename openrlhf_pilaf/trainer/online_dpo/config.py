@@ -433,8 +433,6 @@ class OnlineDPOConfig:
     oracle: OracleConfig
     salsa: SalsaConfig
     vllm_flags_given: tuple[str, ...] = ()  # --vllm.* flags on the command line (refused with --engine torch)
-    sampler: PairSampler = field(init=False, repr=False)  # built from --pilaf.* and --dpo.beta
-    first_round_sampler: PairSampler = field(init=False, repr=False)  # iterative: --dpo.first_round_sampler
 
     def __post_init__(self) -> None:
         if self.engine not in ("vllm", "torch"):
@@ -487,8 +485,7 @@ class OnlineDPOConfig:
             needs = "--eval.dataset (the evaluation scores responses)" if self.eval.dataset else "--oracle.type reward"
             if self.oracle.type == "reward" or self.eval.dataset:
                 raise ValueError(f"give one of --reward.model_name_or_path and --reward.remote_url: {needs} needs it")
-        self.sampler = self.pilaf.build(self.dpo.beta)  # resolves PILAF's w = beta; raises on a bad beta
-        self.first_round_sampler = self.sampler
+        self.samplers()  # refused here, naming the flag, not when the run starts
         if self.oracle.type == "file" and self.dpo.mode != "iterative":
             raise ValueError(
                 "--oracle.type file labels a round's pairs between two runs of the launcher: it needs --dpo.mode "
@@ -504,8 +501,6 @@ class OnlineDPOConfig:
             self._check_iterative()
 
     def _check_iterative(self) -> None:
-        from openrlhf_pilaf.samplers.config import SamplerConfig
-
         if self.train.max_steps is not None:
             raise ValueError("--train.max_steps applies to --dpo.mode online; iterative runs --dpo.rounds rounds")
         if self.eval.steps != -1:
@@ -519,9 +514,16 @@ class OnlineDPOConfig:
                 f"--pilaf.sampler {self.pilaf.sampler} draws vanilla pairs (pi_plus = pi_minus = pi_ref = pi, every "
                 "implicit reward 0). Use --pilaf.sampler vanilla, or keep the reference fixed"
             )
+
+    def samplers(self) -> dict[int, PairSampler]:
+        """The run's samplers, built from --pilaf.* and --dpo.beta (PILAF's w = beta): {0: every round's, 1: round 1's
+        where --dpo.first_round_sampler (iterative) names another, with its default settings}. Built on demand: the
+        config holds flags only."""
+        sampler = self.pilaf.build(self.dpo.beta)
         first = self.dpo.first_round_sampler
-        if first is not None and first != self.pilaf.sampler:
-            self.first_round_sampler = SamplerConfig(sampler=first).build(self.dpo.beta)
+        if self.dpo.mode == "iterative" and first is not None and first != self.pilaf.sampler:
+            return {0: sampler, 1: SamplerConfig(sampler=first).build(self.dpo.beta)}
+        return {0: sampler}
 
     def generation_params(self, *, temperature: float | None = None):
         """Decoding settings of the rollout (reference log-probs included: the PyTorch engine computes them)."""

@@ -332,7 +332,7 @@ def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> Prepa
 
     driver = DPODriver(
         schedule=schedule,
-        samplers={1: cfg.first_round_sampler, 0: cfg.sampler},
+        samplers=cfg.samplers(),
         collector=PairCollector(parts.engine, tokenizer, cfg.generation_params()),
         learner=parts.learner,
         oracle=oracle,
@@ -353,7 +353,7 @@ def execute(run: PreparedRun, *, save_model: bool = True) -> list[dict]:
     """Resume if asked, run every round, save the final model (Hugging Face format) into <output_dir>/final.
 
     A run whose round waits for people's labels stops early: `run.loop.awaiting` says where they go."""
-    (run.run_dir / "config.json").write_text(json.dumps(asdict_safe(run.cfg), indent=1, default=str))
+    (run.run_dir / "config.json").write_text(json.dumps(config_record(run.cfg), indent=1, default=str))
     if run.cfg.ckpt.load_enable or run.cfg.oracle.labels_file is not None:
         run.loop.resume()
     history = run.loop.run()
@@ -377,11 +377,14 @@ def run_online_dpo(cfg: OnlineDPOConfig) -> PreparedRun:
             run.parts.shutdown()
 
 
-def asdict_safe(cfg: OnlineDPOConfig) -> dict:
-    out = {}
-    for name, f in cfg.__dataclass_fields__.items():
-        if not f.init:
-            continue
-        value = getattr(cfg, name)
-        out[name] = asdict(value) if hasattr(value, "__dataclass_fields__") else value
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+def config_record(cfg: OnlineDPOConfig) -> dict:
+    """The run's flags as `config.json` records them (JSON has no inf or nan: those become null)."""
+
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    return clean(asdict(cfg))
