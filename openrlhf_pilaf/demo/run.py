@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from openrlhf_pilaf.utils.checks import check_float, check_int
 from openrlhf_pilaf.utils.config_cli import check_choices, flag_name
 
 logger = logging.getLogger("openrlhf_pilaf.demo")
@@ -63,9 +64,7 @@ class DemoConfig:
         check_choices(self)
         counts = ("steps", "pairs_per_step", "max_new_tokens", "eval_every", "eval_prompts", "eval_samples_per_prompt")
         for name in (*counts, "sft_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{flag_name(type(self), name)} must be an integer >= 1, got {v!r}")
+            check_int(getattr(self, name), flag_name(type(self), name), min=1)
         if self.eval_samples_per_prompt * self.eval_prompts < 2:
             raise ValueError("--demo.eval_prompts x --demo.eval_samples_per_prompt must be >= 2 (errors need 2)")
         unknown = [s for s in self.samplers if s not in ALL_SAMPLERS]
@@ -74,9 +73,7 @@ class DemoConfig:
                 f"--demo.samplers takes distinct names among {', '.join(ALL_SAMPLERS)}, got {self.samplers}"
             )
         for name in ("lr", "beta"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{flag_name(type(self), name)} must be a finite number > 0, got {v!r}")
+            check_float(getattr(self, name), flag_name(type(self), name), min=0, min_exclusive=True)
 
 
 @dataclass

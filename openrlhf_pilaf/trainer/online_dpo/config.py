@@ -10,7 +10,6 @@ construction, naming its flag; `OnlineDPOConfig` checks what needs several group
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -18,6 +17,7 @@ from openrlhf_pilaf.oracle.config import OracleConfig
 from openrlhf_pilaf.samplers.base import PairSampler
 from openrlhf_pilaf.samplers.config import SamplerConfig
 from openrlhf_pilaf.trainer.salsa import SalsaConfig
+from openrlhf_pilaf.utils.checks import check_float, check_int, is_int
 from openrlhf_pilaf.utils.config_cli import check_choices, flag_name
 
 Engine = Literal["vllm", "torch"]
@@ -26,20 +26,11 @@ DEFAULT_EPOCHS = 1
 
 
 def _positive_int(obj, name: str, minimum: int = 1) -> None:
-    v = getattr(obj, name)
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise ValueError(f"{flag_name(type(obj), name)} must be an integer >= {minimum}, got {v!r}")
+    check_int(getattr(obj, name), flag_name(type(obj), name), min=minimum)
 
 
 def _finite(obj, name: str, *, low: float | None = None, high: float | None = None, open_low: bool = False) -> None:
-    v = getattr(obj, name)
-    flag = flag_name(type(obj), name)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ValueError(f"{flag} must be a finite number, got {v!r}")
-    if low is not None and (v <= low if open_low else v < low):
-        raise ValueError(f"{flag} must be {'>' if open_low else '>='} {low}, got {v}")
-    if high is not None and v > high:
-        raise ValueError(f"{flag} must be <= {high}, got {v}")
+    check_float(getattr(obj, name), flag_name(type(obj), name), min=low, max=high, min_exclusive=open_low)
 
 
 @dataclass
@@ -247,7 +238,7 @@ class RolloutConfig:
         _positive_int(self, "max_new_tokens")
         _finite(self, "temperature", low=0.0, open_low=True)
         _finite(self, "top_p", low=0.0, high=1.0, open_low=True)
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or (self.top_k < 1 and self.top_k != -1):
+        if not (is_int(self.top_k, min=1) or is_int(self.top_k, min=-1, max=-1)):
             raise ValueError(f"--rollout.top_k must be -1 (off) or an integer >= 1, got {self.top_k!r}")
 
 
