@@ -171,7 +171,7 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
     """Build or reuse the setup, run every sampler from the same start, then write the table, plot and summary."""
     from tqdm import tqdm
 
-    from openrlhf_pilaf.testing.cpu_env import configure_cpu_stack
+    from openrlhf_pilaf.utils.cpu_stack import configure_cpu_stack
 
     t_start = time.perf_counter()
     cache = Path(cfg.cache_dir).resolve()
