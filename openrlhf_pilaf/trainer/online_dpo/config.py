@@ -10,6 +10,8 @@ construction, naming its flag; `OnlineDPOConfig` checks what needs several group
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -18,7 +20,13 @@ from openrlhf_pilaf.samplers.base import PairSampler
 from openrlhf_pilaf.samplers.config import SamplerConfig
 from openrlhf_pilaf.trainer.salsa import SalsaConfig
 from openrlhf_pilaf.utils.checks import check_float, check_int, is_int
-from openrlhf_pilaf.utils.config_cli import check_choices, flag_name
+from openrlhf_pilaf.utils.config_cli import (
+    add_dataclass_arguments,
+    check_choices,
+    flag_name,
+    group_fields,
+    groups_from_namespace,
+)
 
 Engine = Literal["vllm", "torch"]
 DEFAULT_ROUNDS = 3
@@ -380,30 +388,13 @@ class EvalConfig:
         _finite(self, "temperature", low=0.0, open_low=True)
 
 
-GROUPS: tuple[type, ...] = (
-    ActorConfig,
-    ActorAdamConfig,
-    RefConfig,
-    RewardConfig,
-    DataConfig,
-    RolloutConfig,
-    TrainConfig,
-    DSConfig,
-    VllmConfig,
-    CkptConfig,
-    LoggerConfig,
-    WandbConfig,
-    EvalConfig,
-    DPOConfig,
-    SamplerConfig,
-    OracleConfig,
-    SalsaConfig,
-)
-
-
 @dataclass
 class OnlineDPOConfig:
-    """One online DPO run; checks that span groups (the launcher refuses contradictions before anything starts)."""
+    """One online DPO run; checks that span groups (the launcher refuses contradictions before anything starts).
+
+    Its config-class fields (actor ... salsa) are the launcher's flag groups, in help order: `GROUPS` and the
+    launcher's parser are derived from them (`utils.config_cli.group_fields`), so a group is declared once.
+    """
 
     engine: Engine
     actor: ActorConfig
@@ -534,3 +525,39 @@ class OnlineDPOConfig:
     @property
     def learner_world_size(self) -> int:
         return self.actor.num_nodes * self.actor.num_gpus_per_node
+
+
+#: The flag groups of the online DPO launcher, in `--help` order: the config classes OnlineDPOConfig holds.
+GROUPS: tuple[type, ...] = tuple(group_fields(OnlineDPOConfig).values())
+
+
+def add_online_dpo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`--engine` and every flag of every group in GROUPS, added to `parser` (returned)."""
+    parser.add_argument(
+        "--engine",
+        choices=["vllm", "torch"],
+        default="vllm",
+        help="vllm: OpenRLHF's Ray rollout engines + DeepSpeed learners; torch: one process, no Ray or vLLM",
+    )
+    for cls in GROUPS:
+        add_dataclass_arguments(parser, cls)
+    return parser
+
+
+def config_from_namespace(namespace: argparse.Namespace, argv: Sequence[str]) -> OnlineDPOConfig:
+    """The validated OnlineDPOConfig of a namespace `add_online_dpo_arguments`' parser parsed from `argv`
+    (which says which `--vllm.*` flags were given); ValueError naming the flag on anything contradictory."""
+    vllm_flags = tuple(sorted({a.split("=")[0] for a in argv if a.startswith("--vllm.")}))
+    return OnlineDPOConfig(
+        engine=namespace.engine,
+        **groups_from_namespace(OnlineDPOConfig, namespace),
+        vllm_flags_given=vllm_flags,
+    )
+
+
+def parse_online_dpo_argv(argv: Sequence[str], parser: argparse.ArgumentParser | None = None) -> OnlineDPOConfig:
+    """argv -> a validated OnlineDPOConfig. `parser`: one `add_online_dpo_arguments` filled (default: a bare
+    one); argparse exits on a flag it does not know, the config raises ValueError on a contradiction."""
+    if parser is None:
+        parser = add_online_dpo_arguments(argparse.ArgumentParser(allow_abbrev=False))
+    return config_from_namespace(parser.parse_args(list(argv)), argv)
