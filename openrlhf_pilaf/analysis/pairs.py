@@ -556,7 +556,7 @@ def plot_abs_d(
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    from openrlhf_pilaf.cli.plot import EXTRA_COLOURS, SAMPLER_COLOURS
+    from openrlhf_pilaf.analysis.plots import EXTRA_COLOURS, SAMPLER_COLOURS
 
     result = result_or_runs if isinstance(result_or_runs, dict) else analyse_pairs(result_or_runs)
     panels = _panels(result)

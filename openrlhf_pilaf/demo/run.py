@@ -177,8 +177,8 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
     cache = Path(cfg.cache_dir).resolve()
     configure_cpu_stack(cache)  # before vLLM, Ray or DeepSpeed are imported
     os.environ.setdefault("PILAF_CACHE_DIR", str(cache))
-    from openrlhf_pilaf.cli.train_dpo_ray import parse_config
     from openrlhf_pilaf.demo.models import launcher_argv, prepare_demo
+    from openrlhf_pilaf.trainer.online_dpo.config import parse_online_dpo_argv
     from openrlhf_pilaf.trainer.online_dpo.run import execute, prepare_run
 
     out = Path(cfg.out).resolve()
@@ -225,7 +225,7 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
                 max_new_tokens=cfg.max_new_tokens,
                 extra=("--ckpt.max_num", "1"),
             )
-            run_cfg = parse_config(argv)
+            run_cfg = parse_online_dpo_argv(argv)
             t0 = time.perf_counter()
             run = prepare_run(run_cfg, parts)
             if parts is None:
@@ -286,8 +286,8 @@ ERRORS_NOTE = (
 
 
 def write_plot(run_dirs: list[str], path: Path, cfg: DemoConfig) -> Path:
+    from openrlhf_pilaf.analysis.plots import make_figure
     from openrlhf_pilaf.analysis.runs import load_runs
-    from openrlhf_pilaf.cli.plot import make_figure
 
     title = (
         f"demo: online DPO on the gold-reward task, {cfg.steps} steps x {cfg.pairs_per_step} pairs per sampler "
