@@ -10,10 +10,19 @@ import pytest
 from openrlhf_pilaf.utils.checks import bounds_text, check_float, check_int, is_int, is_real
 
 
-@pytest.mark.parametrize("value", [0, 1, -3, 10**30, np.int64(5), np.int32(-2)])
+@pytest.mark.parametrize("value", [0, 1, -3, 10**30])
 def test_integers_are_integers(value):
-    assert is_int(value)
+    assert is_int(value) and is_int(value, integral=True)
     assert check_int(value, "--x") == value
+
+
+@pytest.mark.parametrize("value", [np.int64(5), np.int32(-2), np.uint8(3)])
+def test_numpy_integers_only_where_asked_for(value):
+    """A NumPy int in a config would reach config.json as a string: Python ints only, unless `integral`."""
+    assert not is_int(value)
+    assert is_int(value, integral=True) and check_int(value, "--x", integral=True) == value
+    with pytest.raises(ValueError, match=r"^--x must be an integer, got "):
+        check_int(value, "--x")
 
 
 @pytest.mark.parametrize("value", [True, False, np.bool_(True), 1.0, 2.5, "3", None, [1], math.nan])

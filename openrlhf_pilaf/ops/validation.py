@@ -183,7 +183,7 @@ def check_inputs(
     widths = [policy.shape[1]] + ([ref.shape[1]] if ref is not None else [])
     if vocab_size is None:
         vocab_size = min(widths)
-    elif not is_int(vocab_size):
+    elif not is_int(vocab_size, integral=True):
         raise ValueError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
     elif not 1 <= vocab_size <= min(widths):
         raise ValueError(f"vocab_size must be in [1, {min(widths)}] (the narrowest logits width), got {vocab_size}")
@@ -198,7 +198,7 @@ def check_inputs(
     k_tensor = _row_param("top_k", top_k, batch, device, integer=True)
     if k_tensor is not None:
         top_k = k_tensor
-    elif not is_int(top_k):
+    elif not is_int(top_k, integral=True):
         raise ValueError(f"top_k must be an int or an integer [B] tensor, got {type(top_k).__name__}")
     elif top_k < 0:
         raise ValueError(f"top_k must be >= 0 (0 disables it), got {top_k}")

@@ -1,8 +1,9 @@
 """The one number check: "an int (>= N)" / "a finite real (in range)", never a bool.
 
 `True` is an `int` in Python, so `isinstance(v, int)` alone lets `--x True`-style mistakes from Python
-code through; every check here refuses bools. Integers are `numbers.Integral` (NumPy ints included),
-reals `numbers.Real` (NumPy floats included).
+code through; every check here refuses bools. Integers are Python ints (a NumPy int in a config would be
+written to config.json as a string), or any `numbers.Integral` with `integral=True` (the sampling ops take
+NumPy ints); reals are any `numbers.Real` (Python and NumPy floats, ints).
 
 - `is_int` / `is_real`: the predicates, for callers whose message is their own (a custom error class, a
   message promised elsewhere).
@@ -26,9 +27,9 @@ import numbers
 __all__ = ["bounds_text", "check_float", "check_int", "is_int", "is_real"]
 
 
-def is_int(value: object, *, min: int | None = None, max: int | None = None) -> bool:
-    """An integer (not a bool) in [min, max] (either bound may be None)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+def is_int(value: object, *, min: int | None = None, max: int | None = None, integral: bool = False) -> bool:
+    """A Python int (not a bool; `integral`: any numbers.Integral) in [min, max] (either bound may be None)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integral else int):
         return False
     return (min is None or value >= min) and (max is None or value <= max)
 
@@ -80,13 +81,14 @@ def check_int(
     min: int | None = None,
     max: int | None = None,
     allow_none: bool = False,
+    integral: bool = False,
     error: type[Exception] = ValueError,
 ) -> int | None:
-    """`value` if it is an integer (not a bool) in [min, max] (or None with `allow_none`); else `error`:
+    """`value` if it is an int (not a bool; see `is_int`) in [min, max] (or None with `allow_none`); else `error`:
     "<flag> must be an integer >= 1, got 0" ("... in [0, 3] ...", "... an integer or None ...")."""
     if value is None and allow_none:
         return None
-    if not is_int(value, min=min, max=max):
+    if not is_int(value, min=min, max=max, integral=integral):
         bounds = bounds_text(min, max)
         expected = "an integer" + (f" {bounds}" if bounds else "") + (" or None" if allow_none else "")
         raise error(f"{flag} must be {expected}, got {value!r}")
