@@ -210,3 +210,31 @@ def test_options_are_read_when_the_parser_is_built_and_must_agree():
         _SHAPES.pop("c")
         _SHAPES.pop("bad", None)
     assert "--shape.ratio" not in _parser(Shape).format_help()
+
+
+@dataclass
+class Plain:  # a dataclass without a flag group is no group
+    z: int = 0
+
+
+@dataclass
+class Whole:
+    mode: str
+    other: Other
+    toy: Toy
+    plain: Plain = field(default_factory=Plain)
+    hidden: Toy | None = field(default=None, init=False)
+
+
+def test_group_fields_are_the_config_class_fields_in_order():
+    from openrlhf_pilaf.utils.config_cli import group_fields, groups_from_namespace
+
+    assert group_fields(Whole) == {"other": Other, "toy": Toy}
+    parser = argparse.ArgumentParser()
+    for cls in group_fields(Whole).values():
+        add_dataclass_arguments(parser, cls)
+    groups = groups_from_namespace(Whole, parser.parse_args(["--toy.name", "x", "--other.steps", "9"]))
+    assert groups == {"other": Other(steps=9), "toy": Toy(name="x")}
+    assert Whole(mode="m", **groups).other.steps == 9
+    with pytest.raises(TypeError, match="not a dataclass"):
+        group_fields(int)

@@ -233,3 +233,26 @@ def test_evaluation_summary():
     assert math.isnan(summarize([1.0], [0.0], beta=0.1)["reward_ci95"])
     with pytest.raises(ValueError):
         summarize([1.0], [], beta=0.1)
+
+
+def test_flag_groups_are_declared_once_by_the_config_fields(tiny_suite, prompts, tmp_path):
+    """GROUPS, the parser and parse_config all come from OnlineDPOConfig's fields (one list)."""
+    import dataclasses
+
+    from openrlhf_pilaf.cli.train_dpo_ray import make_parser
+    from openrlhf_pilaf.trainer.online_dpo.config import GROUPS, OnlineDPOConfig, parse_online_dpo_argv
+    from openrlhf_pilaf.utils.config_cli import group_fields, group_of
+
+    fields = [f for f in dataclasses.fields(OnlineDPOConfig) if f.init]
+    names = [f.name for f in fields if f.name not in ("engine", "vllm_flags_given")]
+    assert list(group_fields(OnlineDPOConfig)) == names and len(GROUPS) == 17
+    assert [group_of(cls) for cls in GROUPS][:3] == ["actor", "actor.adam", "ref"]
+    titles = [g.title for g in make_parser()._action_groups]
+    assert titles[-len(GROUPS) :] == [group_of(cls) for cls in GROUPS]  # --help order is the field order
+
+    argv = launcher_argv(tiny_suite, prompts, tmp_path, "pilaf", "--vllm.num_engines", "1", "--engine", "vllm")
+    ours, cli = parse_online_dpo_argv(argv), _parse(argv)
+    for name in group_fields(OnlineDPOConfig):
+        assert getattr(ours, name) == getattr(cli, name), name
+    assert ours.engine == cli.engine == "vllm"
+    assert ours.vllm_flags_given == cli.vllm_flags_given == ("--vllm.num_engines",)

@@ -31,6 +31,7 @@ import numpy as np
 
 from openrlhf_pilaf.analysis.runs import config_entry, load_each_once, read_config
 from openrlhf_pilaf.pairs import BRANCHES, PairLog, PairLogError
+from openrlhf_pilaf.utils.checks import is_int, is_real
 
 logger = logging.getLogger(__name__)
 
@@ -69,21 +70,13 @@ class RunPairs:
 # ----------------------------------------------------------------------------------------------- reading
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _run_settings(config: dict, run_dir: Path) -> tuple[str, float, str, bool]:
     """sampler, beta, mode and update_reference of a run, each checked: d is meaningless without beta."""
     sampler = config_entry(config, run_dir, "pilaf", "sampler", PairAnalysisError)
     if not isinstance(sampler, str) or not sampler:
         raise PairAnalysisError(f"{run_dir}: config.json pilaf.sampler must be a name, got {sampler!r}")
     beta = config_entry(config, run_dir, "dpo", "beta", PairAnalysisError)
-    if not _is_number(beta) or not math.isfinite(beta) or beta <= 0:
+    if not is_real(beta, min=0, min_exclusive=True):
         raise PairAnalysisError(f"{run_dir}: config.json dpo.beta must be a positive number, got {beta!r}")
     dpo = config["dpo"]
     mode = dpo.get("mode", "online")  # runs from before iterative mode existed have none: they were online
@@ -142,7 +135,7 @@ def _pair_logs(run_dir: Path, mode: str) -> tuple[list[tuple[int | None, Path]],
 def _check_row(row: dict[str, Any], where: str, round_: int | None) -> None:
     """What the analysis relies on beyond what `PairLog` checks: a step, known branches, finite log-probs."""
     step = row["step"]
-    if not _is_int(step) or step < 0:
+    if not is_int(step) or step < 0:
         raise PairAnalysisError(f"{where}: step must be an integer >= 0, got {step!r}")
     if round_ is not None and step != round_:
         raise PairAnalysisError(f"{where}: step {step} in the log of round {round_} (a pair log moved by hand?)")
@@ -152,10 +145,10 @@ def _check_row(row: dict[str, Any], where: str, round_: int | None) -> None:
                 f"{where}: branch_{side} must be one of {', '.join(BRANCHES)}, got {row[f'branch_{side}']!r}"
             )
         value = row[f"logp_policy_{side}"]
-        if not _is_number(value) or not math.isfinite(value):
+        if not is_real(value):
             raise PairAnalysisError(f"{where}: logp_policy_{side} must be a finite number, got {value!r}")
         score = row[f"score_{side}"]
-        if score is not None and (not _is_number(score) or not math.isfinite(score)):
+        if score is not None and not is_real(score):
             raise PairAnalysisError(f"{where}: score_{side} must be a finite number or null, got {score!r}")
         if not isinstance(row[f"token_ids_{side}"], list):
             raise PairAnalysisError(f"{where}: token_ids_{side} must be a list")
@@ -460,7 +453,7 @@ def analyse_pairs(runs: Sequence[RunPairs], step_bins: int = 4, group_by: str = 
     "abs_d" (the sorted |d| of each bucket and kind, what `plot_abs_d` draws)."""
     if not runs:
         raise ValueError("analyse_pairs needs at least one run")
-    if not _is_int(step_bins) or step_bins < 1:
+    if not is_int(step_bins) or step_bins < 1:
         raise ValueError(f"step_bins must be an integer >= 1, got {step_bins!r}")
     if group_by not in GROUP_BY:
         raise ValueError(f"group_by must be one of {', '.join(GROUP_BY)}, got {group_by!r}")
@@ -563,7 +556,7 @@ def plot_abs_d(
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    from openrlhf_pilaf.cli.plot import EXTRA_COLOURS, SAMPLER_COLOURS
+    from openrlhf_pilaf.analysis.plots import EXTRA_COLOURS, SAMPLER_COLOURS
 
     result = result_or_runs if isinstance(result_or_runs, dict) else analyse_pairs(result_or_runs)
     panels = _panels(result)

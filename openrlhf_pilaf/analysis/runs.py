@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from openrlhf_pilaf.utils.checks import is_int, is_real
+
 T = TypeVar("T")
 
 #: The numbers of one evaluation that a curve keeps (besides "step", and "round" in iterative mode).
@@ -54,12 +56,8 @@ class RunCurve:
         return any(math.isfinite(a) and math.isfinite(b) for a, b in zip(self.column(x), self.column(y), strict=True))
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_number_or_null(value: Any) -> bool:
-    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+    return value is None or is_real(value, finite=False)
 
 
 def _read_points(run_dir: Path) -> list[dict[str, Any]]:
@@ -78,10 +76,10 @@ def _read_points(run_dir: Path) -> list[dict[str, Any]]:
                 raise RunDirError(f"{run_dir}: malformed line {where}: {e.msg}") from None
             if not isinstance(record, dict):
                 raise RunDirError(f"{run_dir}: {where} is not a JSON object")
-            if not _is_int(record.get("step")) or record["step"] < 0:
+            if not is_int(record.get("step")) or record["step"] < 0:
                 raise RunDirError(f"{run_dir}: {where} has no integer step >= 0 (got {record.get('step')!r})")
             round_ = record.get("round")
-            if round_ is not None and not _is_int(round_):
+            if round_ is not None and not is_int(round_):
                 raise RunDirError(f"{run_dir}: {where}: round must be an integer, got {round_!r}")
             point: dict[str, Any] = {"step": record["step"], "round": round_}
             for name in POINT_FIELDS:
@@ -129,7 +127,7 @@ def load_run(run_dir: str | Path) -> RunCurve:
     seed = config_entry(config, run_dir, "train", "seed")
     if not isinstance(sampler, str) or not sampler:
         raise RunDirError(f"{run_dir}: config.json pilaf.sampler must be a name, got {sampler!r}")
-    if not _is_int(seed):
+    if not is_int(seed):
         raise RunDirError(f"{run_dir}: config.json train.seed must be an integer, got {seed!r}")
     dpo = config.get("dpo")
     # Runs from before iterative mode existed have no dpo.mode: they were online.

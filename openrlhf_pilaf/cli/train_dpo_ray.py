@@ -24,23 +24,12 @@ import sys
 from openrlhf_pilaf.cli.common import setup_logging, user_errors
 from openrlhf_pilaf.trainer.online_dpo.config import (
     GROUPS,
-    ActorAdamConfig,
-    ActorConfig,
-    CkptConfig,
-    DataConfig,
-    DPOConfig,
-    DSConfig,
-    EvalConfig,
-    LoggerConfig,
     OnlineDPOConfig,
-    RefConfig,
-    RewardConfig,
-    RolloutConfig,
-    TrainConfig,
-    VllmConfig,
-    WandbConfig,
+    add_online_dpo_arguments,
+    config_from_namespace,
 )
-from openrlhf_pilaf.utils.config_cli import add_dataclass_arguments, dataclass_from_namespace
+
+__all__ = ["GROUPS", "awaiting_message", "main", "make_parser", "parse_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,47 +40,12 @@ def make_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         allow_abbrev=False,
     )
-    parser.add_argument(
-        "--engine",
-        choices=["vllm", "torch"],
-        default="vllm",
-        help="vllm: OpenRLHF's Ray rollout engines + DeepSpeed learners; torch: one process, no Ray or vLLM",
-    )
-    for cls in GROUPS:
-        add_dataclass_arguments(parser, cls)
-    return parser
+    return add_online_dpo_arguments(parser)
 
 
 def parse_config(argv: list[str]) -> OnlineDPOConfig:
     """argv -> a validated OnlineDPOConfig; ValueError (naming the flag) on anything contradictory."""
-    from openrlhf_pilaf.oracle.config import OracleConfig
-    from openrlhf_pilaf.samplers.config import SamplerConfig
-    from openrlhf_pilaf.trainer.salsa import SalsaConfig
-
-    ns = make_parser().parse_args(argv)
-    build = lambda cls: dataclass_from_namespace(cls, ns)  # noqa: E731
-    vllm_flags = tuple(sorted({a.split("=")[0] for a in argv if a.startswith("--vllm.")}))
-    return OnlineDPOConfig(
-        engine=ns.engine,
-        actor=build(ActorConfig),
-        adam=build(ActorAdamConfig),
-        ref=build(RefConfig),
-        reward=build(RewardConfig),
-        data=build(DataConfig),
-        rollout=build(RolloutConfig),
-        train=build(TrainConfig),
-        ds=build(DSConfig),
-        vllm=build(VllmConfig),
-        ckpt=build(CkptConfig),
-        logger=build(LoggerConfig),
-        wandb=build(WandbConfig),
-        eval=build(EvalConfig),
-        dpo=build(DPOConfig),
-        pilaf=build(SamplerConfig),
-        oracle=build(OracleConfig),
-        salsa=build(SalsaConfig),
-        vllm_flags_given=vllm_flags,
-    )
+    return config_from_namespace(make_parser().parse_args(argv), argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -156,10 +156,10 @@ def start_cpu_ray(args, init_kwargs: dict) -> None:
     """
     import ray
 
-    from openrlhf_pilaf.testing.cpu_env import configure_cpu_stack
     from openrlhf_pilaf.utils import ray_resources
+    from openrlhf_pilaf.utils.cpu_stack import configure_cpu_stack, default_cache_dir
 
-    configure_cpu_stack(os.environ.get("PILAF_CACHE_DIR", os.path.expanduser("~/.cache/openrlhf_pilaf")))
+    configure_cpu_stack(default_cache_dir())
     needed = ray_resources.total_gpus(ray_resources.openrlhf_ppo_gpu_requests(args)) + PPO_CONTROLLERS
     num_cpus = max(os.cpu_count() or 1, needed)
     logger.info("starting a local Ray without GPUs (the CPU stack): %d logical CPUs for %d ranks", num_cpus, needed)

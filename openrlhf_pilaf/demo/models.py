@@ -20,6 +20,7 @@ from pathlib import Path
 from openrlhf_pilaf.demo.sft import PROMPT_TEMPLATES, SFTConfig, run_sft
 from openrlhf_pilaf.demo.task import check_task, write_reward_file
 from openrlhf_pilaf.testing.tiny_models import _SUBJECTS, _VERBS, TinyLlamaSpec
+from openrlhf_pilaf.utils.checks import check_int
 
 #: Bump when what prepare_demo builds changes, so stale caches are not reused.
 DEMO_VERSION = 1
@@ -105,10 +106,8 @@ def prepare_demo(
     """
     from openrlhf_pilaf.testing.tiny_models import _build_once, build_causal_lm, build_tokenizer
 
-    if isinstance(sft_steps, bool) or not isinstance(sft_steps, int) or sft_steps < 1:
-        raise ValueError(f"sft_steps must be an integer >= 1, got {sft_steps!r}")
-    if sft_seed is not None and (isinstance(sft_seed, bool) or not isinstance(sft_seed, int)):
-        raise ValueError(f"sft_seed must be an integer or None, got {sft_seed!r}")
+    check_int(sft_steps, "sft_steps", min=1)
+    check_int(sft_seed, "sft_seed", allow_none=True)
     cfg = sft_config(seed if sft_seed is None else sft_seed, sft_steps, overfit)
     record = {"v": DEMO_VERSION, "seed": seed, "sft": dataclasses.asdict(cfg), "spec": dataclasses.asdict(DEMO_SPEC)}
     key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]

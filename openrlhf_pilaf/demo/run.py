@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from openrlhf_pilaf.utils.checks import check_float, check_int
 from openrlhf_pilaf.utils.config_cli import check_choices, flag_name
 
 logger = logging.getLogger("openrlhf_pilaf.demo")
@@ -63,9 +64,7 @@ class DemoConfig:
         check_choices(self)
         counts = ("steps", "pairs_per_step", "max_new_tokens", "eval_every", "eval_prompts", "eval_samples_per_prompt")
         for name in (*counts, "sft_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{flag_name(type(self), name)} must be an integer >= 1, got {v!r}")
+            check_int(getattr(self, name), flag_name(type(self), name), min=1)
         if self.eval_samples_per_prompt * self.eval_prompts < 2:
             raise ValueError("--demo.eval_prompts x --demo.eval_samples_per_prompt must be >= 2 (errors need 2)")
         unknown = [s for s in self.samplers if s not in ALL_SAMPLERS]
@@ -74,9 +73,7 @@ class DemoConfig:
                 f"--demo.samplers takes distinct names among {', '.join(ALL_SAMPLERS)}, got {self.samplers}"
             )
         for name in ("lr", "beta"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{flag_name(type(self), name)} must be a finite number > 0, got {v!r}")
+            check_float(getattr(self, name), flag_name(type(self), name), min=0, min_exclusive=True)
 
 
 @dataclass
@@ -174,14 +171,14 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
     """Build or reuse the setup, run every sampler from the same start, then write the table, plot and summary."""
     from tqdm import tqdm
 
-    from openrlhf_pilaf.testing.cpu_env import configure_cpu_stack
+    from openrlhf_pilaf.utils.cpu_stack import configure_cpu_stack
 
     t_start = time.perf_counter()
     cache = Path(cfg.cache_dir).resolve()
     configure_cpu_stack(cache)  # before vLLM, Ray or DeepSpeed are imported
     os.environ.setdefault("PILAF_CACHE_DIR", str(cache))
-    from openrlhf_pilaf.cli.train_dpo_ray import parse_config
     from openrlhf_pilaf.demo.models import launcher_argv, prepare_demo
+    from openrlhf_pilaf.trainer.online_dpo.config import parse_online_dpo_argv
     from openrlhf_pilaf.trainer.online_dpo.run import execute, prepare_run
 
     out = Path(cfg.out).resolve()
@@ -228,7 +225,7 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
                 max_new_tokens=cfg.max_new_tokens,
                 extra=("--ckpt.max_num", "1"),
             )
-            run_cfg = parse_config(argv)
+            run_cfg = parse_online_dpo_argv(argv)
             t0 = time.perf_counter()
             run = prepare_run(run_cfg, parts)
             if parts is None:
@@ -289,8 +286,8 @@ ERRORS_NOTE = (
 
 
 def write_plot(run_dirs: list[str], path: Path, cfg: DemoConfig) -> Path:
+    from openrlhf_pilaf.analysis.plots import make_figure
     from openrlhf_pilaf.analysis.runs import load_runs
-    from openrlhf_pilaf.cli.plot import make_figure
 
     title = (
         f"demo: online DPO on the gold-reward task, {cfg.steps} steps x {cfg.pairs_per_step} pairs per sampler "

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from openrlhf_pilaf.engines.rules import check_w
+from openrlhf_pilaf.utils.checks import check_int, is_int
 
 FinishReason = Literal["stop", "length"]
 
@@ -56,7 +57,7 @@ class GenerationPlan:
         for i, p in enumerate(self.prompts):
             if len(p) == 0:
                 raise ValueError(f"prompt {i} is empty: every sample needs at least one prompt token")
-            if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in p):
+            if not all(is_int(t, min=0) for t in p):
                 raise ValueError(f"prompt {i}: token ids must be non-negative ints")
         for j, s in enumerate(self.samples):
             if not isinstance(s, SampleSpec):
@@ -94,14 +95,12 @@ class GenerationParams:
     reference_logprobs: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be an int >= 1, got {self.max_new_tokens!r}")
+        check_int(self.max_new_tokens, "max_new_tokens", min=1)
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r} (use top_k=1 for greedy decoding)")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
-            raise ValueError(f"top_k must be an int >= 0 (0 disables it), got {self.top_k!r}")
+        check_int(self.top_k, "top_k (0 disables it)", min=0)
         if self.stop_token_ids is not None:
             object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
 

@@ -20,10 +20,12 @@ hand), the PyTorch engine applies them when it loads the two models.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from openrlhf_pilaf.utils import model_limits
+from openrlhf_pilaf.utils.checks import is_int, is_real
 
 # Keys that do not change the network a config describes (bookkeeping, token ids used by generation,
 # initialisation of untrained weights). Everything else must be equal.
@@ -67,19 +69,14 @@ class VocabLayout:
 
 
 def read_config_dict(path: str, what: str) -> dict[str, Any]:
-    """The raw config.json of a checkpoint (local directory or hub id), as transformers reads it."""
-    from transformers import PretrainedConfig
-
-    try:
-        config, _ = PretrainedConfig.get_config_dict(str(path))
-    except (OSError, ValueError) as e:
-        raise IncompatibleReferenceError(f"{what}: cannot read a model config at {path!r}: {e}") from None
-    return config
+    """The raw config.json of a checkpoint (local directory or hub id), as transformers reads it;
+    IncompatibleReferenceError naming `what` when it cannot be read."""
+    return model_limits.read_config_dict(path, what, IncompatibleReferenceError)
 
 
 def _vocab_size(config: dict[str, Any], what: str) -> int:
     v = config.get("vocab_size")
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+    if not is_int(v, min=1):
         raise IncompatibleReferenceError(f"{what}: config.json has no positive integer `vocab_size` (got {v!r})")
     return v
 
@@ -174,12 +171,11 @@ def load_tokenizer(path: str, what: str, *, offline: bool = False):
         raise IncompatibleReferenceError(f"{what}: cannot load the tokenizer at {str(path)!r}: {e}") from None
 
 
-def load_policy_tokenizer(path: str, flag: str):
-    """The policy's tokenizer as the engines and the oracle use it: left-padded, pad = eos where it has no pad.
-
-    Refused naming `flag` when a local checkpoint carries none (a trainer that saved only the model), rather
-    than with transformers' "Couldn't instantiate the backend tokenizer".
-    """
+def load_policy_tokenizer(path: str, flag: str = "--actor.model_name_or_path"):
+    """The tokenizer a policy generates with: `load_tokenizer`, left-padded (prompts end where responses
+    start), pad = EOS when it has no pad token. A local checkpoint without tokenizer files is refused naming
+    `flag` (a trainer that saved only the model), rather than with transformers' "Couldn't instantiate the
+    backend tokenizer"."""
     if Path(path).is_dir() and not has_tokenizer(path):
         raise ValueError(
             f"{flag} {path!r} has no tokenizer ({', '.join(TOKENIZER_FILES[:2])}, ...): save the tokenizer "
@@ -246,7 +242,7 @@ def check_w(value: object, where: str) -> float:
     Accepts Python / NumPy reals; rejects bools (True is not a weight), strings and non-finite
     values, which would turn every logit of the row into NaN or +-inf.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_real(value, finite=False):
         raise ValueError(f"{where}: the interpolation weight must be a finite real number, got {value!r}")
     w = float(value)
     if not math.isfinite(w):

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from openrlhf_pilaf.engines.vllm_worker import PILAF_WORKER_EXTENSION
+from openrlhf_pilaf.utils.checks import check_int
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +72,7 @@ class EnginePlacement:
 
 
 def _check_count(value: Any, name: str, flag: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} ({flag}) must be an integer >= 1, got {value!r}")
-    return value
+    return check_int(value, f"{name} ({flag})", min=1)
 
 
 def plan_placement(

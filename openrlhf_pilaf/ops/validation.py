@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import enum
 import math
-import numbers
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+
+from openrlhf_pilaf.utils.checks import is_int, is_real
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -124,10 +125,6 @@ def _check_logits(name: str, x: object) -> torch.Tensor:
     return x
 
 
-def _is_real(x: object) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
-
-
 def _row_param(name: str, x: object, batch: int, device: torch.device, integer: bool) -> torch.Tensor | None:
     """A [B] tensor parameter, checked for shape, device and dtype (not values); None if x is no tensor."""
     if not isinstance(x, torch.Tensor):
@@ -149,7 +146,7 @@ def _float_param(name: str, x: object, batch: int, device: torch.device, ok, rul
     t = _row_param(name, x, batch, device, integer=False)
     if t is not None:
         return t
-    if not _is_real(x):
+    if not is_real(x, finite=False):
         raise ValueError(f"{name} must be a real number or a [B] tensor, got {type(x).__name__}")
     x = float(x)
     if not ok(x):
@@ -186,7 +183,7 @@ def check_inputs(
     widths = [policy.shape[1]] + ([ref.shape[1]] if ref is not None else [])
     if vocab_size is None:
         vocab_size = min(widths)
-    elif not isinstance(vocab_size, numbers.Integral) or isinstance(vocab_size, bool):
+    elif not is_int(vocab_size, integral=True):
         raise ValueError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
     elif not 1 <= vocab_size <= min(widths):
         raise ValueError(f"vocab_size must be in [1, {min(widths)}] (the narrowest logits width), got {vocab_size}")
@@ -201,7 +198,7 @@ def check_inputs(
     k_tensor = _row_param("top_k", top_k, batch, device, integer=True)
     if k_tensor is not None:
         top_k = k_tensor
-    elif not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool):
+    elif not is_int(top_k, integral=True):
         raise ValueError(f"top_k must be an int or an integer [B] tensor, got {type(top_k).__name__}")
     elif top_k < 0:
         raise ValueError(f"top_k must be >= 0 (0 disables it), got {top_k}")

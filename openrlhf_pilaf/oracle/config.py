@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
+from openrlhf_pilaf.utils.checks import check_int, is_real
 from openrlhf_pilaf.utils.config_cli import check_choices, flag_name
 
 
@@ -51,15 +51,12 @@ class OracleConfig:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ValueError(f"{_flag('max_retries')} must be an integer >= 0, got {self.max_retries!r}")
+        check_int(self.max_retries, _flag("max_retries"), min=0)
         for name in ("retry_backoff", "timeout"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v >= 0) or (name == "timeout" and v == 0):
+            if not is_real(getattr(self, name), min=0, min_exclusive=name == "timeout"):
                 raise ValueError(
                     f"{_flag(name)} must be a finite number of seconds{' > 0' if name == 'timeout' else ' >= 0'}"
                 )
         if self.labels_file is not None and self.type != "file":
             raise ValueError(f"{_flag('labels_file')} needs {_flag('type')} file")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"{_flag('batch_size')} must be an integer >= 1, got {self.batch_size!r}")
+        check_int(self.batch_size, _flag("batch_size"), min=1)

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from openrlhf_pilaf.utils.checks import is_real
+
 
 @dataclass(frozen=True)
 class ScoreRequest:
@@ -50,9 +52,7 @@ def rewards_from_answer(answer: Any, source: str) -> list[float]:
     rewards = answer["rewards"]
     if hasattr(rewards, "tolist"):
         rewards = rewards.tolist()
-    if not isinstance(rewards, (list, tuple)) or not all(
-        isinstance(r, (int, float)) and not isinstance(r, bool) for r in rewards
-    ):
+    if not isinstance(rewards, (list, tuple)) or not all(is_real(r, finite=False) for r in rewards):
         raise ScorerError(f"{source}: 'rewards' must be a list of numbers, got {str(rewards)[:200]}")
     return [float(r) for r in rewards]
 

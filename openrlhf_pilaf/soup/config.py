@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from openrlhf_pilaf.soup.errors import SoupError
+from openrlhf_pilaf.utils.checks import is_int
 from openrlhf_pilaf.utils.config_cli import check_choices, flag_name
 
 SoupDtype = Literal["auto", "bf16", "fp16", "fp32"]
@@ -132,7 +133,7 @@ class SoupConfig:
             raise SoupError(f"{_flag('max_shard_size')}: {e}") from None
         if shard_bytes <= 0:
             raise SoupError(f"{_flag('max_shard_size')}: must be positive, got {self.max_shard_size!r}")
-        if isinstance(self.chunk_elems, bool) or not isinstance(self.chunk_elems, int) or self.chunk_elems < 1:
+        if not is_int(self.chunk_elems, min=1):
             raise SoupError(f"{_flag('chunk_elems')}: must be a positive integer, got {self.chunk_elems!r}")
         self._check_weights()
         self._check_paths()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from types import SimpleNamespace
 
-from openrlhf_pilaf.testing.cpu_env import single_process_dist_env
+from openrlhf_pilaf.utils.cpu_stack import single_process_dist_env
 
 
 def strategy_args(zero_stage: int = 2, param_dtype: str = "bf16") -> SimpleNamespace:

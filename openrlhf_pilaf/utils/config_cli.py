@@ -362,6 +362,31 @@ def _from_flag(spec: _FlagSpec, value: Any) -> Any:
     return spec.container(value) if spec.kind == "list" and value is not None else value
 
 
+def group_fields(cls: type) -> dict[str, type]:
+    """The flag groups of a composite config: field name -> config class (a dataclass with `cli_group`), for
+    every field of the dataclass `cls` whose type is one, in field order. Other fields are left out.
+
+    A launcher config that holds one config object per flag group declares its groups once, as fields;
+    its parser (`add_dataclass_arguments` for each class) and `groups_from_namespace` both read them here.
+    """
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: hints[f.name]
+        for f in dataclasses.fields(cls)
+        if f.init
+        and dataclasses.is_dataclass(hints[f.name])
+        and isinstance(getattr(hints[f.name], "cli_group", None), str)
+    }
+
+
+def groups_from_namespace(cls: type, namespace: argparse.Namespace) -> dict[str, Any]:
+    """Every flag group of the composite config `cls` built from a parsed namespace (`dataclass_from_namespace`
+    per `group_fields(cls)` entry): the keyword arguments of `cls` for those fields."""
+    return {name: dataclass_from_namespace(group, namespace) for name, group in group_fields(cls).items()}
+
+
 def check_choices(obj: Any) -> None:
     """Raise ValueError naming the flag if a `Literal` field of a config object holds another value.
 

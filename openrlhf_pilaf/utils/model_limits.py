@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from openrlhf_pilaf.utils.checks import is_int, is_real
+
 # vLLM's `derive_max_model_len_and_key` keys (transformers_utils/model_arch_config_convertor.py, 0.32).
 POSITION_KEYS = (
     "max_position_embeddings",
@@ -56,6 +58,18 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 class ModelLimitError(ValueError):
     """A model flag or a length flag the user must change; the message names both and says what fits."""
+
+
+def read_config_dict(path: str, what: str, error: type[Exception] = ValueError) -> dict[str, Any]:
+    """The raw config.json of a checkpoint (local directory or hub id), as transformers reads it; `error`
+    ("<what>: cannot read a model config at <path>: <why>") when it cannot be read."""
+    from transformers import PretrainedConfig
+
+    try:
+        config, _ = PretrainedConfig.get_config_dict(str(path))
+    except (OSError, ValueError) as e:
+        raise error(f"{what}: cannot read a model config at {path!r}: {e}") from None
+    return config
 
 
 @dataclass(frozen=True)
@@ -109,18 +123,13 @@ def checkpoint_config(flag: str, path: str | Path) -> dict[str, Any]:
     Refuses, naming `flag`: a local path that does not exist (when it cannot be a hub id), a file, a
     directory without config.json, a config.json that does not parse, a hub id that cannot be read.
     """
-    from openrlhf_pilaf.engines.rules import IncompatibleReferenceError, read_config_dict
-
     text = str(path)
     if Path(text).expanduser().exists() or not looks_like_hub_id(text):
         local = check_checkpoint_dir(flag, text)
-        try:
-            return read_config_dict(str(local), flag)
-        except IncompatibleReferenceError as e:
-            raise ModelLimitError(str(e)) from None
+        return read_config_dict(str(local), flag, ModelLimitError)
     try:
-        return read_config_dict(text, flag)
-    except IncompatibleReferenceError as e:
+        return read_config_dict(text, flag, ModelLimitError)
+    except ModelLimitError as e:
         reason = str(e).removeprefix(f"{flag}: cannot read a model config at {text!r}: ")
         raise ModelLimitError(
             f"{flag} {text!r}: no such local directory, and not readable as a hub model id: {reason}"
@@ -151,7 +160,7 @@ def context_from_config(
 ) -> ModelContext:
     """The model's context from its config dict (and its tokenizer_config.json dict, when there is one)."""
     text = config.get("text_config") if isinstance(config.get("text_config"), Mapping) else config
-    found = [(v, k) for k in POSITION_KEYS if isinstance(v := text.get(k), int) and not isinstance(v, bool) and v > 0]
+    found = [(v, k) for k in POSITION_KEYS if is_int(v := text.get(k), min=1)]
     if not found:
         positions, source = None, "config.json: no position key"
     else:
@@ -160,7 +169,7 @@ def context_from_config(
         positions = int(value * factor)
         source = f"config.json {key}" + (f" x RoPE factor {factor:g}" if factor != 1.0 else "")
     limit = (tokenizer_config or {}).get("model_max_length")
-    stated = isinstance(limit, (int, float)) and not isinstance(limit, bool) and 0 < limit < UNSET_TOKENIZER_LENGTH
+    stated = is_real(limit, min=0, max=UNSET_TOKENIZER_LENGTH, min_exclusive=True, max_exclusive=True)
     if stated and (positions is None or limit < positions):
         positions, source = int(limit), "tokenizer_config.json model_max_length"
     return ModelContext(flag=flag, path=path, positions=positions, source=source)

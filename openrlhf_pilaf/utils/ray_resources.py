@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from openrlhf_pilaf.utils.checks import is_int
+
 # Set to 1 to skip the check, e.g. on an autoscaling cluster that adds GPU nodes on demand (Ray
 # counts only the nodes it has now).
 SKIP_ENV = "PILAF_SKIP_GPU_PREFLIGHT"
@@ -60,7 +62,7 @@ class GpuRequest:
         if not self.factors:
             raise ValueError(f"GpuRequest({self.what!r}) needs at least one (flag, value) factor")
         for flag, value in self.factors:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value, min=1):
                 raise ValueError(f"{flag}: must be a positive integer (GPUs for the {self.what}), got {value!r}")
 
     @property

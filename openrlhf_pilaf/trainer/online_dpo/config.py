@@ -10,7 +10,8 @@ construction, naming its flag; `OnlineDPOConfig` checks what needs several group
 
 from __future__ import annotations
 
-import math
+import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -18,7 +19,14 @@ from openrlhf_pilaf.oracle.config import OracleConfig
 from openrlhf_pilaf.samplers.base import PairSampler
 from openrlhf_pilaf.samplers.config import SamplerConfig
 from openrlhf_pilaf.trainer.salsa import SalsaConfig
-from openrlhf_pilaf.utils.config_cli import check_choices, flag_name
+from openrlhf_pilaf.utils.checks import check_float, check_int, is_int
+from openrlhf_pilaf.utils.config_cli import (
+    add_dataclass_arguments,
+    check_choices,
+    flag_name,
+    group_fields,
+    groups_from_namespace,
+)
 
 Engine = Literal["vllm", "torch"]
 DEFAULT_ROUNDS = 3
@@ -26,20 +34,11 @@ DEFAULT_EPOCHS = 1
 
 
 def _positive_int(obj, name: str, minimum: int = 1) -> None:
-    v = getattr(obj, name)
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise ValueError(f"{flag_name(type(obj), name)} must be an integer >= {minimum}, got {v!r}")
+    check_int(getattr(obj, name), flag_name(type(obj), name), min=minimum)
 
 
 def _finite(obj, name: str, *, low: float | None = None, high: float | None = None, open_low: bool = False) -> None:
-    v = getattr(obj, name)
-    flag = flag_name(type(obj), name)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ValueError(f"{flag} must be a finite number, got {v!r}")
-    if low is not None and (v <= low if open_low else v < low):
-        raise ValueError(f"{flag} must be {'>' if open_low else '>='} {low}, got {v}")
-    if high is not None and v > high:
-        raise ValueError(f"{flag} must be <= {high}, got {v}")
+    check_float(getattr(obj, name), flag_name(type(obj), name), min=low, max=high, min_exclusive=open_low)
 
 
 @dataclass
@@ -247,7 +246,7 @@ class RolloutConfig:
         _positive_int(self, "max_new_tokens")
         _finite(self, "temperature", low=0.0, open_low=True)
         _finite(self, "top_p", low=0.0, high=1.0, open_low=True)
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or (self.top_k < 1 and self.top_k != -1):
+        if not (is_int(self.top_k, min=1) or is_int(self.top_k, min=-1, max=-1)):
             raise ValueError(f"--rollout.top_k must be -1 (off) or an integer >= 1, got {self.top_k!r}")
 
 
@@ -389,30 +388,13 @@ class EvalConfig:
         _finite(self, "temperature", low=0.0, open_low=True)
 
 
-GROUPS: tuple[type, ...] = (
-    ActorConfig,
-    ActorAdamConfig,
-    RefConfig,
-    RewardConfig,
-    DataConfig,
-    RolloutConfig,
-    TrainConfig,
-    DSConfig,
-    VllmConfig,
-    CkptConfig,
-    LoggerConfig,
-    WandbConfig,
-    EvalConfig,
-    DPOConfig,
-    SamplerConfig,
-    OracleConfig,
-    SalsaConfig,
-)
-
-
 @dataclass
 class OnlineDPOConfig:
-    """One online DPO run; checks that span groups (the launcher refuses contradictions before anything starts)."""
+    """One online DPO run; checks that span groups (the launcher refuses contradictions before anything starts).
+
+    Its config-class fields (actor ... salsa) are the launcher's flag groups, in help order: `GROUPS` and the
+    launcher's parser are derived from them (`utils.config_cli.group_fields`), so a group is declared once.
+    """
 
     engine: Engine
     actor: ActorConfig
@@ -545,3 +527,39 @@ class OnlineDPOConfig:
     @property
     def learner_world_size(self) -> int:
         return self.actor.num_nodes * self.actor.num_gpus_per_node
+
+
+#: The flag groups of the online DPO launcher, in `--help` order: the config classes OnlineDPOConfig holds.
+GROUPS: tuple[type, ...] = tuple(group_fields(OnlineDPOConfig).values())
+
+
+def add_online_dpo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`--engine` and every flag of every group in GROUPS, added to `parser` (returned)."""
+    parser.add_argument(
+        "--engine",
+        choices=["vllm", "torch"],
+        default="vllm",
+        help="vllm: OpenRLHF's Ray rollout engines + DeepSpeed learners; torch: one process, no Ray or vLLM",
+    )
+    for cls in GROUPS:
+        add_dataclass_arguments(parser, cls)
+    return parser
+
+
+def config_from_namespace(namespace: argparse.Namespace, argv: Sequence[str]) -> OnlineDPOConfig:
+    """The validated OnlineDPOConfig of a namespace `add_online_dpo_arguments`' parser parsed from `argv`
+    (which says which `--vllm.*` flags were given); ValueError naming the flag on anything contradictory."""
+    vllm_flags = tuple(sorted({a.split("=")[0] for a in argv if a.startswith("--vllm.")}))
+    return OnlineDPOConfig(
+        engine=namespace.engine,
+        **groups_from_namespace(OnlineDPOConfig, namespace),
+        vllm_flags_given=vllm_flags,
+    )
+
+
+def parse_online_dpo_argv(argv: Sequence[str], parser: argparse.ArgumentParser | None = None) -> OnlineDPOConfig:
+    """argv -> a validated OnlineDPOConfig. `parser`: one `add_online_dpo_arguments` filled (default: a bare
+    one); argparse exits on a flag it does not know, the config raises ValueError on a contradiction."""
+    if parser is None:
+        parser = add_online_dpo_arguments(argparse.ArgumentParser(allow_abbrev=False))
+    return config_from_namespace(parser.parse_args(list(argv)), argv)
