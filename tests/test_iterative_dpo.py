@@ -382,7 +382,7 @@ def test_a_run_killed_mid_epoch_resumes_at_the_batch_it_reached(tmp_path):
     """Checkpoint every optimizer step; die at batch 5 of 6 (epoch 2); the resumed run trains exactly the batches
     an uninterrupted run trains after batch 4, in the same order."""
     from openrlhf_pilaf.trainer.dpo import RoundDir
-    from openrlhf_pilaf.trainer.online_dpo.prompts import Prompt
+    from openrlhf_pilaf.trainer.dpo.prompts import Prompt
 
     prompts_list = [Prompt(f"p{i}", None, (i + 1,)) for i in range(6)]
     whole_dir, cut_dir = tmp_path / "whole", tmp_path / "cut"

@@ -11,17 +11,20 @@ pair log -> DPO step -> weight sync, and what reads a run afterwards:
                     the vLLM model plugin (the interpolated architecture) and its launcher; two of engines'
                     vLLM modules read its names back (ALLOWED_EDGES)
     pairs           preference pairs and the pair log (built from engine samples)
-    samplers, oracle, labelling, soup
-                    pair samplers (plans for the engine), labels of pairs, human labelling files, SALSA soups
+    samplers, labelling, soup
+                    pair samplers (plans for the engine), human labelling files, SALSA soups
+    oracle          labels of pairs: a scorer, or people through the labelling files
     trainer         the trainer's own modules (SALSA reference, reference actors)
-    trainer.online_dpo, then trainer.iterative_dpo (iterative rounds are built from the online parts)
+    trainer.dpo     the DPO driver: prompts, rounds, pair collection, schedule (online / iterative), state
+    trainer.online_dpo
+                    the DPO launcher's parts around the driver: config, learners, runtimes, evaluation, run
     analysis        reading run directories back (curves, pair statistics, their figures)
     demo            the laptop demo (runs the online launcher on a known-oracle task)
     cli             the command lines: may import every floor below
 
 A package imports only packages on lower floors (and the root). `testing` (tiny models, CPU fixtures) is
 no floor: it may import anything, and only tests/ and the demo may import it. No two packages may import
-each other (subpackages count as packages: trainer.online_dpo <-> trainer.iterative_dpo is a cycle).
+each other (subpackages count as packages: trainer.dpo <-> trainer.online_dpo would be a cycle).
 
 Imports are read with `ast` from every module, at top level and inside functions (lazy imports are
 dependencies too). A violation that is not fixed yet is listed in KNOWN_VIOLATIONS; the test fails when a
@@ -47,10 +50,11 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("engines",),
     ("engines.vllm_interp",),
     ("pairs",),
-    ("samplers", "oracle", "labelling", "soup"),
+    ("samplers", "labelling", "soup"),
+    ("oracle",),
     ("trainer",),
+    ("trainer.dpo",),
     ("trainer.online_dpo",),
-    ("trainer.iterative_dpo",),
     ("analysis",),
     ("demo",),
     ("cli",),
@@ -67,34 +71,20 @@ ALLOWED_EDGES: dict[tuple[str, str], str] = {
     # down into engines, or engines' vllm_*.py up into a vLLM subpackage.)
     ("engines.vllm_generation", "engines.vllm_interp"): "one package in two folders",
     ("engines.vllm_worker", "engines.vllm_interp"): "one package in two folders",
+    ("engines.eval_engine", "engines.vllm_interp"): "one package in two folders (its offline vLLM engine)",
     # The vLLM plugin is the only code vLLM runs in each of its processes before loading a model; with
     # $PILAF_TEST_FORCE_CPU_GEMM set (tests only), it forces the CPU GEMM layout through testing.cpu_gemm.
     ("engines.vllm_interp.plugin", TESTING): "env-gated test hook in every vLLM process",
 }
 
 #: Violations not fixed yet: (importing module, imported package). Each names where it is.
-KNOWN_VIOLATIONS: frozenset[tuple[str, str]] = frozenset(
-    {
-        # to be removed by the loop rewrite: import configure_cpu_stack / default_cache_dir from utils.cpu_stack
-        ("trainer.online_dpo.runtime_ray", TESTING),  # runtime_ray.py: testing.cpu_env.configure_cpu_stack
-        # to be removed by the loop rewrite: import single_process_dist_env from utils.cpu_stack
-        ("trainer.online_dpo.runtime_torch", TESTING),  # runtime_torch.py: testing.cpu_env.single_process_dist_env
-        # to be removed by the loop rewrite: the online run dispatches --dpo.mode iterative to the iterative loop
-        ("trainer.online_dpo.run", "trainer.iterative_dpo"),  # run.py: IterativeDPOLoop, iterative run setup
-        # to be removed by the loop rewrite (cli/evaluate.py is rewritten with it): utils.cpu_stack
-        ("cli.evaluate", TESTING),  # evaluate.py: testing.cpu_env.configure_cpu_stack
-    }
-)
+KNOWN_VIOLATIONS: frozenset[tuple[str, str]] = frozenset()
 
 #: Pairs of packages that import each other, each explained: a known violation above, or ALLOWED_EDGES.
 KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
     {
         frozenset({"engines", "engines.vllm_interp"}),  # ALLOWED_EDGES: one package in two folders
         frozenset({"engines.vllm_interp", TESTING}),  # ALLOWED_EDGES: the plugin's test hook
-        # to be removed by the loop rewrite (trainer.online_dpo.run -> trainer.iterative_dpo)
-        frozenset({"trainer.online_dpo", "trainer.iterative_dpo"}),
-        # to be removed by the loop rewrite (runtime_ray / runtime_torch -> testing)
-        frozenset({"trainer.online_dpo", TESTING}),
     }
 )
 
@@ -249,7 +239,7 @@ def test_only_tests_and_the_demo_import_testing(graph):
     known = {unit_of(m, modules) for m, dst in KNOWN_VIOLATIONS if dst == TESTING}
     assert users <= TESTING_USERS | known, sorted(users - TESTING_USERS - known)
     trainer = sorted(m for m, dst in edges if dst == TESTING and m.startswith("trainer"))
-    assert trainer == ["trainer.online_dpo.runtime_ray", "trainer.online_dpo.runtime_torch"], trainer
+    assert trainer == [], trainer  # the CPU-stack set-up of production paths is utils.cpu_stack
 
 
 # ------------------------------------------------------------------------- the reader itself (can fail)

@@ -107,7 +107,7 @@ def test_a_cluster_that_cannot_hold_the_flags_is_refused_at_once(ray_cluster, ti
 
 
 def test_prompt_stream_is_resumable_and_episodes_reshuffle():
-    from openrlhf_pilaf.trainer.online_dpo.prompts import Prompt, PromptStream
+    from openrlhf_pilaf.trainer.dpo.prompts import Prompt, PromptStream
 
     prompts = [Prompt(f"p{i}", None, (i + 1,)) for i in range(10)]
     a = PromptStream(prompts, seed=3, num_episodes=2)
@@ -210,8 +210,8 @@ def test_a_checkpoint_the_flags_cannot_resume_is_refused_naming_what_changed(tmp
 
 def test_round_prompts_are_the_stream_the_online_loop_took():
     """Round k of the driver takes the prompts the former online loop's k-th batch took from its resumable stream."""
+    from openrlhf_pilaf.trainer.dpo.prompts import Prompt, PromptStream
     from openrlhf_pilaf.trainer.dpo.rounds import round_prompts, stream_position
-    from openrlhf_pilaf.trainer.online_dpo.prompts import Prompt, PromptStream
 
     prompts = [Prompt(f"p{i}", None, (i + 1,)) for i in range(10)]
     stream = PromptStream(prompts, seed=5, num_episodes=3)

@@ -281,7 +281,7 @@ def eval_source(cfg: EvaluationConfig):
 
 def read_eval_rows(cfg: EvaluationConfig):
     """The rows of `--data`, refused naming the flag when unreadable, empty, or without a key flag's column."""
-    from openrlhf_pilaf.trainer.online_dpo.prompts import read_prompt_rows
+    from openrlhf_pilaf.trainer.dpo.prompts import read_prompt_rows
 
     return read_prompt_rows(
         eval_strategy(cfg), eval_source(cfg), max_samples=cfg.data.max_samples, seed=cfg.evaluate.seed
@@ -290,7 +290,7 @@ def read_eval_rows(cfg: EvaluationConfig):
 
 def load_eval_prompts(cfg: EvaluationConfig, tokenizer, rows=None) -> list:
     """The prompts, formatted and tokenised exactly as the DPO launcher does (`online_dpo.prompts`)."""
-    from openrlhf_pilaf.trainer.online_dpo.prompts import prompts_from_rows
+    from openrlhf_pilaf.trainer.dpo.prompts import prompts_from_rows
 
     rows = read_eval_rows(cfg) if rows is None else rows
     budget = f"--data.max_len {cfg.data.max_len} - --max_new_tokens {cfg.evaluate.max_new_tokens}"
@@ -325,7 +325,7 @@ class EvaluationResult:
     summary: dict[str, float]
     samples: list  # GeneratedSample, prompt-major, log-probs filled
     rewards: list[float]  # one per sample, in order
-    prompts: list  # trainer.online_dpo.prompts.Prompt, as sampled
+    prompts: list  # trainer.dpo.prompts.Prompt, as sampled
     meta: dict[str, Any]
 
     def report(self) -> dict[str, Any]:

@@ -15,7 +15,6 @@ sets both log-probs (None where the engine returns both), the decoding settings,
 from __future__ import annotations
 
 import gc
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -125,9 +124,9 @@ def build_eval_engine(
     from openrlhf_pilaf.engines.vllm_interp.config import InterpolatedEngineConfig
 
     if device != "cuda":
-        from openrlhf_pilaf.testing.cpu_env import configure_cpu_stack
+        from openrlhf_pilaf.utils.cpu_stack import configure_cpu_stack, default_cache_dir
 
-        configure_cpu_stack(os.environ.get("PILAF_CACHE_DIR", os.path.expanduser("~/.cache/openrlhf_pilaf")))
+        configure_cpu_stack(default_cache_dir())
     interp = InterpolatedEngineConfig(reference_path=ref, logprobs="policy")
     kwargs: dict[str, Any] = {}
     if gpu_memory_utilization is None and device == "cuda":

@@ -1,6 +1,7 @@
 """DPO with pairs made and labelled during the run: one driver, two schedules (online and iterative).
 
-In data-flow order: rounds (a round's prompts, directory and pair ids), collect (prompts -> sampler plan ->
+In data-flow order: prompts (OpenRLHF's datasets and formatting, a seeded resumable order), rounds (a
+round's prompts, directory and pair ids), collect (prompts -> sampler plan ->
 engine -> candidate pairs -> oracle -> pair-log rows), metrics, state (the checkpoint's driver half),
 schedule (what a round is), driver (the loop: collect, train, sync, evaluate, checkpoint).
 """

@@ -20,7 +20,7 @@ from openrlhf_pilaf.pairs import pair_row
 from openrlhf_pilaf.pairs.log import candidate_row
 from openrlhf_pilaf.pairs.types import CandidatePair
 from openrlhf_pilaf.samplers import PairSampler, SamplerPlan, model_forwards
-from openrlhf_pilaf.trainer.online_dpo.prompts import Prompt
+from openrlhf_pilaf.trainer.dpo.prompts import Prompt
 
 
 def subset_plan(plan: SamplerPlan, groups: Sequence[int]) -> SamplerPlan:

@@ -31,10 +31,10 @@ from openrlhf_pilaf.pairs import PairLog, TrainingPair
 from openrlhf_pilaf.samplers import PairSampler
 from openrlhf_pilaf.trainer.dpo.collect import PairCollector
 from openrlhf_pilaf.trainer.dpo.metrics import collection_metrics, dpo_metrics, pair_metrics
+from openrlhf_pilaf.trainer.dpo.prompts import Prompt
 from openrlhf_pilaf.trainer.dpo.rounds import RoundDir, round_prompts
 from openrlhf_pilaf.trainer.dpo.schedule import Schedule
 from openrlhf_pilaf.trainer.dpo.state import DriverState
-from openrlhf_pilaf.trainer.online_dpo.prompts import Prompt
 from openrlhf_pilaf.utils.atomic_io import write_text_atomic
 
 logger = logging.getLogger(__name__)

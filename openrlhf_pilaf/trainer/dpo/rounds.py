@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from openrlhf_pilaf.oracle.people import RoundFiles
-from openrlhf_pilaf.trainer.online_dpo.prompts import Prompt, PromptStream
+from openrlhf_pilaf.trainer.dpo.prompts import Prompt, PromptStream
 
 
 def round_pair_id(round_: int, index: int) -> str:

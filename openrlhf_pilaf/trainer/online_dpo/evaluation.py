@@ -27,7 +27,7 @@ from openrlhf_pilaf.engines.interface import GeneratedSample, GenerationParams, 
 from openrlhf_pilaf.engines.kl import MatchedLogprobs, kl_terms
 from openrlhf_pilaf.oracle.oracle import PreferenceOracle
 from openrlhf_pilaf.oracle.scorers import Scorer, ScoreRequest
-from openrlhf_pilaf.trainer.online_dpo.prompts import Prompt
+from openrlhf_pilaf.trainer.dpo.prompts import Prompt
 
 
 def summarize(rewards: Sequence[float], kls: Sequence[float], beta: float) -> dict[str, float]:

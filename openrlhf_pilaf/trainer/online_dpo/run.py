@@ -121,7 +121,7 @@ def preflight(cfg: OnlineDPOConfig) -> CheckedInputs:
     the prompt (and eval) datasets read, have rows, and have the key flags' columns (`utils.dataset_checks`).
     """
     from openrlhf_pilaf.oracle import scorer_from_remote_url
-    from openrlhf_pilaf.trainer.online_dpo.prompts import read_prompt_rows
+    from openrlhf_pilaf.trainer.dpo.prompts import read_prompt_rows
     from openrlhf_pilaf.utils.launch_checks import check_readable_file, check_writable_dir
     from openrlhf_pilaf.utils.model_limits import check_model_lengths
 
@@ -267,9 +267,9 @@ def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> Prepa
     from openrlhf_pilaf.oracle import PreferenceOracle, build_oracle
     from openrlhf_pilaf.trainer.dpo.collect import PairCollector
     from openrlhf_pilaf.trainer.dpo.driver import DPODriver
+    from openrlhf_pilaf.trainer.dpo.prompts import prompts_from_rows
     from openrlhf_pilaf.trainer.online_dpo.evaluation import evaluate_policy
     from openrlhf_pilaf.trainer.online_dpo.openrlhf_args import openrlhf_args
-    from openrlhf_pilaf.trainer.online_dpo.prompts import prompts_from_rows
     from openrlhf_pilaf.trainer.online_dpo.sinks import JsonlSink, openrlhf_sinks
     from openrlhf_pilaf.utils.openrlhf_patches import check_install
 

@@ -86,9 +86,9 @@ def start_ray(cfg: OnlineDPOConfig) -> bool:
         if torch.cuda.is_available() or os.environ.get("RAY_ADDRESS"):
             ray.init()
         else:  # the CPU stack: one logical CPU per rank, as many as the flags ask for
-            from openrlhf_pilaf.testing.cpu_env import configure_cpu_stack
+            from openrlhf_pilaf.utils.cpu_stack import configure_cpu_stack, default_cache_dir
 
-            configure_cpu_stack(os.environ.get("PILAF_CACHE_DIR", os.path.expanduser("~/.cache/openrlhf_pilaf")))
+            configure_cpu_stack(default_cache_dir())
             ray.init(num_cpus=max(os.cpu_count() or 1, ranks), num_gpus=0, include_dashboard=False, log_to_driver=False)
     resources = ray.cluster_resources()
     gpus = float(resources.get("GPU", 0))

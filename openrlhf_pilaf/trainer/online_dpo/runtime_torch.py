@@ -51,7 +51,7 @@ def start_world_of_one() -> None:
     """torch.distributed variables for the single learner rank (a fresh loopback port), unless already started."""
     import torch.distributed as dist
 
-    from openrlhf_pilaf.testing.cpu_env import single_process_dist_env
+    from openrlhf_pilaf.utils.cpu_stack import single_process_dist_env
 
     if not dist.is_initialized():
         os.environ.update(single_process_dist_env())
