@@ -48,6 +48,30 @@ def launcher_argv(tiny_suite, prompts: Path, out: Path, sampler: str, *extra: st
     return argv
 
 
+def local_dpo_learner(cfg, tiny_suite, *, reference_path: str, optimizer_steps: int):
+    """(DPOLearner, its strategy, the policy tokenizer): the learner of `--engine torch` in this process, under a
+    world-of-one DeepSpeed strategy built from `cfg`."""
+    from openrlhf_pilaf.trainer.online_dpo.learner import DPOLearner
+    from openrlhf_pilaf.trainer.online_dpo.openrlhf_args import make_strategy, openrlhf_args
+    from openrlhf_pilaf.trainer.online_dpo.run import load_tokenizer
+    from openrlhf_pilaf.trainer.online_dpo.runtime_torch import start_world_of_one
+
+    tok = load_tokenizer(str(tiny_suite.policy))
+    start_world_of_one()
+    strategy = make_strategy(openrlhf_args(cfg, reference_path=reference_path), cfg)
+    strategy.setup_distributed()
+    learner = DPOLearner(
+        strategy,
+        str(tiny_suite.policy),
+        dpo=cfg.dpo,
+        actor=cfg.actor,
+        adam=cfg.adam,
+        optimizer_steps=optimizer_steps,
+        pad_token_id=tok.pad_token_id,
+    )
+    return learner, strategy, tok
+
+
 def iterative_argv(
     tiny_suite, prompts: Path, out: Path, sampler: str, *extra: str, reward: bool = True, engine: str = "torch"
 ) -> list[str]:

@@ -264,28 +264,12 @@ def test_learner_forward_is_the_reference_actor_call_on_the_same_weights(tiny_su
     from openrlhf.models import Actor
 
     from openrlhf_pilaf.cli.train_dpo_ray import parse_config
-    from openrlhf_pilaf.trainer.online_dpo.learner import DPOLearner
-    from openrlhf_pilaf.trainer.online_dpo.openrlhf_args import make_strategy, openrlhf_args
-    from openrlhf_pilaf.trainer.online_dpo.run import load_tokenizer
-    from openrlhf_pilaf.trainer.online_dpo.runtime_torch import start_world_of_one
-    from tests.online_dpo_helpers import launcher_argv
+    from tests.online_dpo_helpers import launcher_argv, local_dpo_learner
 
     prompts = write_prompts(tmp_path / "p.jsonl")
     extra = ("--ds.zero_stage", "0", "--train.batch_size", "2", "--rollout.batch_size", "2")
     cfg = parse_config(launcher_argv(tiny_suite, prompts, tmp_path / "run", "vanilla", *extra))
-    tok = load_tokenizer(str(tiny_suite.policy))
-    start_world_of_one()
-    strategy = make_strategy(openrlhf_args(cfg, reference_path=str(tiny_suite.policy)), cfg)
-    strategy.setup_distributed()
-    learner = DPOLearner(
-        strategy,
-        str(tiny_suite.policy),
-        dpo=cfg.dpo,
-        actor=cfg.actor,
-        adam=cfg.adam,
-        optimizer_steps=1,
-        pad_token_id=tok.pad_token_id,
-    )
+    learner, strategy, _ = local_dpo_learner(cfg, tiny_suite, reference_path=str(tiny_suite.policy), optimizer_steps=1)
     args = strategy.args
     reference = Actor(
         str(tiny_suite.policy),

@@ -36,25 +36,10 @@ def _cfg(tiny_suite, tmp_path, zero_stage: int, ranks: int = 1, engine: str = "t
 def test_learner_trains_and_exports_full_weights(tiny_suite, tmp_path, zero_stage):
     from transformers import AutoModelForCausalLM
 
-    from openrlhf_pilaf.trainer.online_dpo.learner import DPOLearner
-    from openrlhf_pilaf.trainer.online_dpo.openrlhf_args import make_strategy, openrlhf_args
-    from openrlhf_pilaf.trainer.online_dpo.run import load_tokenizer
-    from openrlhf_pilaf.trainer.online_dpo.runtime_torch import start_world_of_one
+    from tests.online_dpo_helpers import local_dpo_learner
 
     cfg = _cfg(tiny_suite, tmp_path, zero_stage)
-    tok = load_tokenizer(str(tiny_suite.policy))
-    start_world_of_one()
-    strategy = make_strategy(openrlhf_args(cfg, reference_path=str(tiny_suite.reference)), cfg)
-    strategy.setup_distributed()
-    learner = DPOLearner(
-        strategy,
-        str(tiny_suite.policy),
-        dpo=cfg.dpo,
-        actor=cfg.actor,
-        adam=cfg.adam,
-        optimizer_steps=2,
-        pad_token_id=tok.pad_token_id,
-    )
+    learner, _, tok = local_dpo_learner(cfg, tiny_suite, reference_path=str(tiny_suite.reference), optimizer_steps=2)
     start = AutoModelForCausalLM.from_pretrained(tiny_suite.policy, dtype=torch.bfloat16).state_dict()
     sums = learner.train(_pairs(tok, 4))
     assert sums["pairs"] == 4 and torch.isfinite(torch.tensor(sums["loss"]))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from openrlhf_pilaf.testing.cpu_env import single_process_dist_env
-from openrlhf_pilaf.testing.deepspeed_cpu import adam_config, strategy_args
+from openrlhf_pilaf.testing.deepspeed_cpu import adam_config, end_world, strategy_args
 from openrlhf_pilaf.utils.sequences import left_pad_with_action_mask
 
 pytestmark = pytest.mark.openrlhf
@@ -63,7 +63,6 @@ def test_actor_logprobs_match_manual_log_softmax(tiny_suite):
 
 @pytest.mark.parametrize("zero_stage", [2])
 def test_dpo_step_under_deepspeed_cpu(tiny_suite, monkeypatch, zero_stage):
-    import torch.distributed as dist
     from openrlhf.models import Actor
     from openrlhf.models.loss import DPOLoss
     from openrlhf.utils.deepspeed import DeepspeedStrategy
@@ -116,6 +115,5 @@ def test_dpo_step_under_deepspeed_cpu(tiny_suite, monkeypatch, zero_stage):
         # the implicit-reward margin beta*log(pi/pi_ref) of chosen over rejected grows
         assert (new_chosen - new_rejected).mean() > (chosen_reward - rejected_reward).mean()
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        end_world()
         os.environ.pop("LOCAL_RANK", None)

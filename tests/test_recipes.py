@@ -267,7 +267,7 @@ def test_online_and_iterative_dpo_cover_every_sampler(work, tmp_path, nodes):
             assert cfg.reward.model_name_or_path == "Skywork/Skywork-Reward-Llama-3.1-8B"
             assert cfg.data.input_key == "prompt" and cfg.data.apply_chat_template
             if sampler == "best_of_n":
-                assert cfg.pilaf.n == 8
+                assert cfg.pilaf.options["n"] == 8
             if mode == "iterative":
                 assert (cfg.dpo.rounds, cfg.dpo.epochs, cfg.dpo.prompts_per_round) == (3, 2, 20000)
             seen[mode].add(cfg.pilaf.sampler)

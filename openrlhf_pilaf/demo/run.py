@@ -113,7 +113,7 @@ def weights_fingerprint(parts) -> str:
             timeout=120
         )
 
-    fps = [ray.get(e.__ray_call__.remote(call))[0] for e in raw.engine.generator.vllm_engines]
+    fps = [ray.get(e.__ray_call__.remote(call))[0] for e in raw.engine.engines]
     h.update(json.dumps([fp["policy"]["tensors_sha256"] for fp in fps]).encode())
     return h.hexdigest()
 

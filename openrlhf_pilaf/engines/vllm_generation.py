@@ -166,14 +166,18 @@ class RayVllmGenerationEngine(_VllmFrontEnd):
         pad_token_id: int | None = None,
         tensor_parallel_size: int = 1,
         reference_filler: Callable[[list[GeneratedSample]], None] | None = None,
+        min_new_tokens: int = 1,
     ):
+        """`min_new_tokens`: vLLM's min_tokens. 1 (the DPO runs) keeps every response non-empty, at the price that
+        the first token is drawn with EOS masked: its `sampled` log-prob is of that renormalised distribution (the
+        `policy` and `reference` modes are the models' own, unaffected). 0 samples z(w) exactly."""
         if not engines:
             raise ValueError("RayVllmGenerationEngine needs at least one rollout engine")
         super().__init__(logprobs, scorers, pad_token_id, reference_filler)
         self.engines = list(engines)
         self.tensor_parallel_size = tensor_parallel_size
         self._sync_group = None
-        self._generator = _make_samples_generator(tokenizer, self.engines, max_len)
+        self._generator = _make_samples_generator(tokenizer, self.engines, max_len, min_new_tokens)
 
     def generate(self, plan: GenerationPlan, params: GenerationParams) -> list[GeneratedSample]:
         self._check(params)
@@ -248,7 +252,7 @@ class RayVllmGenerationEngine(_VllmFrontEnd):
         return sent
 
 
-def _make_samples_generator(tokenizer, vllm_engines: Sequence, max_len: int):
+def _make_samples_generator(tokenizer, vllm_engines: Sequence, max_len: int, min_new_tokens: int):
     """OpenRLHF's SamplesGenerator with the dispatch of one request per (prompt, w) group (built lazily: OpenRLHF
     imports vLLM and Ray)."""
     from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
@@ -268,13 +272,14 @@ def _make_samples_generator(tokenizer, vllm_engines: Sequence, max_len: int):
             refs = []
             for text, key in zip(prompts, labels, strict=True):
                 _, w, count = key
+                sampling = sampling_params(w, params, min_tokens=min_new_tokens, skip_special_tokens=False)
                 i = min(range(len(pending)), key=pending.__getitem__)
                 pending[i] += count
                 refs.append(
                     self.vllm_engines[i].generate_responses.remote(
                         prompt=text,
                         label=key,
-                        sampling_params=sampling_params(w, params, min_tokens=1, skip_special_tokens=False),
+                        sampling_params=sampling,
                         max_length=self.max_len,
                         hf_tokenizer=self.tokenizer,
                         num_samples=count,

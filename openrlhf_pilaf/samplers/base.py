@@ -11,29 +11,8 @@ cannot silently replace a built-in sampler. Each sampler declares its settings i
 `Options` dataclass (a `SamplerOptions`: one field per `--pilaf.<option>` flag, with its type, default and
 help, validated in its `__post_init__`), and builds itself from them and the DPO beta (`from_options`).
 The launcher's `--pilaf.*` flags are generated from the samplers registered when it builds its parser, so
-a new sampler is one module that defines the class and registers it; nothing else is edited:
-
-    @register_sampler
-    class ReferenceMixSampler(PairSampler):
-        name, summary = "reference_mix", "policy vs reference with probability ref_prob, else vanilla"
-
-        @dataclass(frozen=True)
-        class Options(SamplerOptions):
-            ref_prob: float = field(default=0.5, metadata={"help": "probability of a policy-vs-reference pair"})
-
-            def __post_init__(self) -> None:
-                super().__post_init__()
-                if not 0 <= self.ref_prob <= 1:
-                    raise ValueError(f"{self.flag('ref_prob')} is a probability in [0, 1], got {self.ref_prob}")
-
-        def __init__(self, ref_prob: float) -> None:
-            self.ref_prob = ref_prob
-
-        @classmethod
-        def from_options(cls, options: Options, beta: float) -> ReferenceMixSampler:
-            return cls(options.ref_prob)
-
-        def draws(self, rng): ...
+a new sampler is one module that defines the class and registers it; nothing else is edited
+(`tests/test_sampler_plugin.py` registers one from outside the package and runs it end to end).
 """
 
 from __future__ import annotations

@@ -50,3 +50,17 @@ def adam_config(lr: float, steps: int) -> dict:
         max_norm=1.0,
         scheduler_steps=steps,
     )
+
+
+def end_world() -> None:
+    """Destroy this process's torch.distributed world and DeepSpeed's cached clones of its groups, so that a later
+    world in the same process (the next test) starts clean: DeepSpeed keeps its clone of the world group in
+    module globals and would hand the destroyed one to the next engine ("group is not registered")."""
+    import torch.distributed as dist
+    from deepspeed.utils import groups
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    for name in ("_WORLD_GROUP", "_DATA_PARALLEL_GROUP"):
+        if hasattr(groups, name):
+            setattr(groups, name, None)

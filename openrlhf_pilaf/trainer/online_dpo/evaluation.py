@@ -105,20 +105,3 @@ def run_policy_evaluation(
             f"evaluation: the scorer returned {len(rewards)} scores for {len(samples)} samples, or non-finite ones"
         )
     return PolicyEvaluation(summarize(rewards, kl_terms(samples), beta), list(samples), rewards)
-
-
-def evaluate_policy(
-    engine,
-    logprobs: MatchedLogprobs | None,
-    scorer: Scorer | PreferenceOracle,
-    tokenizer,
-    prompts: Sequence[Prompt],
-    params: GenerationParams,
-    *,
-    beta: float,
-    samples_per_prompt: int = 1,
-) -> dict[str, float]:
-    """The summary of `run_policy_evaluation` (what the loops record in eval.jsonl)."""
-    return run_policy_evaluation(
-        engine, logprobs, scorer, tokenizer, prompts, params, beta=beta, samples_per_prompt=samples_per_prompt
-    ).summary

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,6 +26,10 @@ from typing import TYPE_CHECKING, Any
 from openrlhf_pilaf.trainer.online_dpo.config import OnlineDPOConfig
 
 if TYPE_CHECKING:
+    from openrlhf_pilaf.engines.interface import GenerationEngine
+    from openrlhf_pilaf.engines.kl import MatchedLogprobs
+    from openrlhf_pilaf.oracle.scorers import Scorer
+    from openrlhf_pilaf.trainer.dpo.driver import DPODriver, Learner
     from openrlhf_pilaf.trainer.dpo.schedule import Schedule
 
 logger = logging.getLogger(__name__)
@@ -162,18 +167,18 @@ class EngineParts:
     scorer; `eval_logprobs` recomputes both log-probs of evaluation samples from one kind of forward (None: the
     engine's own already are; docs/interpolation.md, "The evaluation KL")."""
 
-    learner: Any
-    engine: Any
-    eval_logprobs: Any
-    scorer: Any
-    shutdown: Any = None
-    raw_engine: Any = None  # the engine object itself (tests inspect it)
+    learner: Learner
+    engine: GenerationEngine
+    eval_logprobs: MatchedLogprobs | None
+    scorer: Scorer | None
+    shutdown: Callable[[], None] | None = None
+    raw_engine: Any = None  # what runs the engine (the PyTorch engine, or the Ray parts): tests inspect it
 
 
 @dataclass
 class PreparedRun:
     cfg: OnlineDPOConfig
-    loop: Any  # the DPODriver
+    loop: DPODriver
     parts: EngineParts
     pair_log: Any
     tokenizer: Any
@@ -268,7 +273,7 @@ def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> Prepa
     from openrlhf_pilaf.trainer.dpo.collect import PairCollector
     from openrlhf_pilaf.trainer.dpo.driver import DPODriver
     from openrlhf_pilaf.trainer.dpo.prompts import prompts_from_rows
-    from openrlhf_pilaf.trainer.online_dpo.evaluation import evaluate_policy
+    from openrlhf_pilaf.trainer.online_dpo.evaluation import run_policy_evaluation
     from openrlhf_pilaf.trainer.online_dpo.openrlhf_args import openrlhf_args
     from openrlhf_pilaf.trainer.online_dpo.sinks import JsonlSink, openrlhf_sinks
     from openrlhf_pilaf.utils.openrlhf_patches import check_install
@@ -319,7 +324,7 @@ def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> Prepa
         eval_scorer = PreferenceOracle(parts.scorer, cfg.oracle, seed=cfg.train.seed)
 
         def evaluate(step: int) -> dict:
-            return evaluate_policy(
+            return run_policy_evaluation(
                 parts.engine,
                 parts.eval_logprobs,
                 eval_scorer,
@@ -328,7 +333,7 @@ def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> Prepa
                 eval_params,
                 beta=cfg.dpo.beta,
                 samples_per_prompt=cfg.eval.samples_per_prompt,
-            )
+            ).summary
 
     driver = DPODriver(
         schedule=schedule,
