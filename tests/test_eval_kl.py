@@ -85,7 +85,7 @@ def in_run_evaluation(tiny_suite, files, tmp_path, *, eval_logprobs=None):
     """(the run's `evaluate`, the recording engine): `prepare_run` of `--engine torch --eval.*` on the cli's
     prompts and oracle, its engine the one cli.evaluate samples with (same checkpoint, float32 on the CPU)."""
     from openrlhf_pilaf.cli.train_dpo_ray import parse_config
-    from openrlhf_pilaf.engines.eval_engine import build_eval_engine
+    from openrlhf_pilaf.trainer.online_dpo.eval_engine import build_eval_engine
     from openrlhf_pilaf.trainer.online_dpo.run import EngineParts, build_scorer, load_tokenizer, prepare_run
     from tests.online_dpo_helpers import launcher_argv
 

@@ -6,10 +6,10 @@ pair log -> DPO step -> weight sync, and what reads a run afterwards:
     root            openrlhf_pilaf/__init__.py: version constants only
     utils           config flags, number checks, file and model-config helpers, the CPU-stack environment
     ops             the interpolated sampling kernels
-    engines         generation (PyTorch, vLLM), the interpolation rules, weight sync
+    engines         the generation interface, the PyTorch engine, the interpolation rules, weight sync, log-probs
     engines.vllm_interp
-                    the vLLM model plugin (the interpolated architecture) and its launcher; two of engines'
-                    vLLM modules read its names back (ALLOWED_EDGES)
+                    everything vLLM: the interpolated model plugin, OpenRLHF's rollout actors, our worker
+                    extension, the launcher, the generation front ends
     pairs           preference pairs and the pair log (built from engine samples)
     samplers, labelling, soup
                     pair samplers (plans for the engine), human labelling files, SALSA soups
@@ -65,13 +65,6 @@ TESTING_USERS = frozenset({"demo"})  # the demo's models come from the tiny-mode
 
 #: (importing module, imported package) pairs that break no rule although the floors alone would refuse them.
 ALLOWED_EDGES: dict[tuple[str, str], str] = {
-    # engines.vllm_interp and engines' vLLM modules are one package in two folders: the plugin uses the rules
-    # and starts our rollout actors, while the vLLM generation engine reads the plugin's request key and
-    # log-prob modes and the worker extension its fingerprint. (To untangle: move names/semantics/fingerprint
-    # down into engines, or engines' vllm_*.py up into a vLLM subpackage.)
-    ("engines.vllm_generation", "engines.vllm_interp"): "one package in two folders",
-    ("engines.vllm_worker", "engines.vllm_interp"): "one package in two folders",
-    ("engines.eval_engine", "engines.vllm_interp"): "one package in two folders (its offline vLLM engine)",
     # The vLLM plugin is the only code vLLM runs in each of its processes before loading a model; with
     # $PILAF_TEST_FORCE_CPU_GEMM set (tests only), it forces the CPU GEMM layout through testing.cpu_gemm.
     ("engines.vllm_interp.plugin", TESTING): "env-gated test hook in every vLLM process",
@@ -83,7 +76,6 @@ KNOWN_VIOLATIONS: frozenset[tuple[str, str]] = frozenset()
 #: Pairs of packages that import each other, each explained: a known violation above, or ALLOWED_EDGES.
 KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
     {
-        frozenset({"engines", "engines.vllm_interp"}),  # ALLOWED_EDGES: one package in two folders
         frozenset({"engines.vllm_interp", TESTING}),  # ALLOWED_EDGES: the plugin's test hook
     }
 )

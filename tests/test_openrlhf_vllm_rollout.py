@@ -24,7 +24,7 @@ def _forbidden(*args, **kwargs):
 def engine(ray_cluster, tiny_suite):
     from openrlhf.trainer.ray import vllm_engine
 
-    from openrlhf_pilaf.engines.vllm_rollout_actors import create_rollout_engines
+    from openrlhf_pilaf.engines.vllm_interp.rollout_actors import create_rollout_engines
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(vllm_engine, "create_vllm_engines", _forbidden)

@@ -97,7 +97,7 @@ def test_openrlhf_ppo_entry_starts_its_vllm_engines_through_ours():
     from openrlhf.trainer.ray import vllm_engine
 
     from openrlhf_pilaf.cli.train_ppo_ray import our_rollout_engines_in_openrlhf
-    from openrlhf_pilaf.engines.vllm_rollout_actors import create_vllm_engines_like_openrlhf
+    from openrlhf_pilaf.engines.vllm_interp.rollout_actors import create_vllm_engines_like_openrlhf
 
     original = vllm_engine.create_vllm_engines
     with our_rollout_engines_in_openrlhf():
@@ -364,7 +364,7 @@ def test_real_launch_runs_two_ppo_steps_on_cpu_with_the_soup_as_reference(
     else:
         assert {layout for layout, _ in forced} == {gemm_layout} and len({pid for _, pid in forced}) >= 2, forced
     injected = re.findall(r"Injected <class '([\w.]+)'>", log)
-    assert injected and set(injected) == {"openrlhf_pilaf.engines.vllm_worker.PilafWorkerWrap"}, injected
+    assert injected and set(injected) == {"openrlhf_pilaf.engines.vllm_interp.worker.PilafWorkerWrap"}, injected
     steps = re.findall(r"Global step (\d+): ", log)
     assert steps == ["1", "2"], steps
     assert "No available node types" not in log

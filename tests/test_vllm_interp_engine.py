@@ -105,7 +105,7 @@ def _start_engine(policy: Path, reference: Path, logprobs: str, default_w: float
     from vllm import LLM
 
     from openrlhf_pilaf.engines.vllm_interp.config import InterpolatedEngineConfig
-    from openrlhf_pilaf.engines.vllm_worker import PILAF_WORKER_EXTENSION
+    from openrlhf_pilaf.engines.vllm_interp.worker import PILAF_WORKER_EXTENSION
 
     cfg = InterpolatedEngineConfig(reference_path=str(reference), default_w=default_w, logprobs=logprobs)
     return LLM(
@@ -271,7 +271,7 @@ class TestSampledLogprobs:
         greedy tokens equal, stops equal, and the scorer-filled log-probs are the models' own."""
         from openrlhf_pilaf.engines.interface import GenerationParams, GenerationPlan
         from openrlhf_pilaf.engines.torch_engine import TorchInterpolatedEngine
-        from openrlhf_pilaf.engines.vllm_generation import VllmGenerationEngine
+        from openrlhf_pilaf.engines.vllm_interp.generation import VllmGenerationEngine
 
         pad = hf.tok.pad_token_id
         ours = VllmGenerationEngine(

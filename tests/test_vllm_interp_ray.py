@@ -190,7 +190,7 @@ def test_generation_interface_over_rollout_actors(ray_cluster, engine, tokenizer
     """RayVllmGenerationEngine: a mixed plan through OpenRLHF's SamplesGenerator and rollout actor, then its own
     weight sync back to the original policy (the previous test left policy_alt in the engine)."""
     from openrlhf_pilaf.engines.interface import GenerationParams, GenerationPlan
-    from openrlhf_pilaf.engines.vllm_generation import RayVllmGenerationEngine
+    from openrlhf_pilaf.engines.vllm_interp.generation import RayVllmGenerationEngine
 
     policy_hf, reference_hf = _hf(checkpoints["policy"]), _hf(checkpoints["reference"])
     ours = RayVllmGenerationEngine(

@@ -1,4 +1,4 @@
-"""Our placement of OpenRLHF's RolloutRayActor (engines.vllm_rollout_actors), without Ray or vLLM running.
+"""Our placement of OpenRLHF's RolloutRayActor (engines.vllm_interp.rollout_actors), without Ray or vLLM running.
 
 The placement is a pure function, checked for GPU and GPU-less clusters, tensor parallelism and hybrid
 engines against what OpenRLHF 0.11.2's create_vllm_engines computes on GPUs. Actor creation runs with
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from openrlhf_pilaf.engines import vllm_rollout_actors as ra
-from openrlhf_pilaf.engines.vllm_worker import PILAF_WORKER_EXTENSION
+from openrlhf_pilaf.engines.vllm_interp import rollout_actors as ra
+from openrlhf_pilaf.engines.vllm_interp.worker import PILAF_WORKER_EXTENSION
 
 pytestmark = [pytest.mark.openrlhf]
 

@@ -338,8 +338,8 @@ def run_evaluation(cfg: EvaluationConfig) -> EvaluationResult:
     """Check the install and the tokenizers, load the prompts, sample, score, and summarise (the run's
     evaluation, `trainer.online_dpo.evaluation.run_policy_evaluation`, with the scorer of `oracle.build`)."""
     from openrlhf_pilaf.engines import rules
-    from openrlhf_pilaf.engines.eval_engine import build_eval_engine, default_device
     from openrlhf_pilaf.oracle.build import build_scorer
+    from openrlhf_pilaf.trainer.online_dpo.eval_engine import build_eval_engine, default_device
     from openrlhf_pilaf.trainer.online_dpo.evaluation import run_policy_evaluation
     from openrlhf_pilaf.utils.openrlhf_patches import check_install
 

@@ -179,7 +179,7 @@ def our_rollout_engines_in_openrlhf() -> Iterator[None]:
     import openrlhf.trainer.ray as openrlhf_ray
     from openrlhf.trainer.ray import vllm_engine
 
-    from openrlhf_pilaf.engines.vllm_rollout_actors import create_vllm_engines_like_openrlhf
+    from openrlhf_pilaf.engines.vllm_interp.rollout_actors import create_vllm_engines_like_openrlhf
 
     saved = openrlhf_ray.create_vllm_engines, vllm_engine.create_vllm_engines
     openrlhf_ray.create_vllm_engines = vllm_engine.create_vllm_engines = create_vllm_engines_like_openrlhf

@@ -3,7 +3,7 @@
 Follows OpenRLHF's own protocol (ActorPPOTrainer._init_vllm_sync_group / broadcast_to_vllm): the
 trainer is rank 0 of a stateless process group with every engine rank; per parameter it fires
 `update_weight` on every engine, then broadcasts the tensor. The last parameter carries
-`empty_cache=True`, which our worker extension also reads as "sync complete" (see vllm_worker).
+`empty_cache=True`, which our worker extension also reads as "sync complete" (see vllm_interp/worker.py).
 Unlike the PPO trainer, this needs no DeepSpeed engine, so a DPO loop or a test can use it.
 """
 

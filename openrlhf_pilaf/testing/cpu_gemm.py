@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from openrlhf_pilaf.engines.vllm_interp.plugin import FORCE_CPU_GEMM_ENV
-from openrlhf_pilaf.engines.vllm_worker import PilafWorkerWrap
+from openrlhf_pilaf.engines.vllm_interp.worker import PilafWorkerWrap
 
 GEMM_PROBE_WORKER_EXTENSION = "openrlhf_pilaf.testing.cpu_gemm.GemmProbeWorkerWrap"
 FORCE_ENV = FORCE_CPU_GEMM_ENV

@@ -21,6 +21,9 @@ Pieces (one job each):
 - handoff.py: the checked hand-off of h_policy - h_ref from compute_logits to the logits processor.
 - logits_processor.py: per-request w, for vLLM's V1 model runner and for Model Runner V2.
 - fingerprint.py: weight fingerprints per half (the float64 oracle tests check against is testing/exact.py).
+- rollout_actors.py / worker.py: OpenRLHF's vLLM rollout actors on the CPU stack and our worker extension
+  (weight sync, fingerprints); launch.py starts interpolated engines through them.
+- generation.py: the generation interface over an offline `vllm.LLM` or the Ray rollout actors.
 
 Weight sync: every weight OpenRLHF broadcasts lands in the policy half (the model routes
 `load_weights` there and names it as the target of in-place reloads); the reference is read once

@@ -8,7 +8,7 @@
         dataclass_from_namespace(InterpolatedEngineConfig, args),
         num_engines=2, tensor_parallel_size=1, pretrain=policy_dir, seed=42, max_model_len=2048, ...)
 
-The actors are OpenRLHF's own `RolloutRayActor`, placed by `engines.vllm_rollout_actors` (no patched
+The actors are OpenRLHF's own `RolloutRayActor`, placed by `engines.vllm_interp.rollout_actors` (no patched
 OpenRLHF needed on GPU): our worker extension routes weight syncs into the policy half, and the
 config's engine arguments select the interpolated architecture, the logits processor and the
 log-probs mode.
@@ -38,10 +38,10 @@ def interpolated_engine_kwargs(
 def create_interpolated_vllm_engines(
     cfg: InterpolatedEngineConfig, *, pretrain: str, engine_kwargs: dict[str, Any] | None = None, **kwargs: Any
 ) -> list:
-    """`vllm_rollout_actors.create_rollout_engines(pretrain=..., **kwargs)`, each engine holding the policy
+    """`rollout_actors.create_rollout_engines(pretrain=..., **kwargs)`, each engine holding the policy
     and the reference."""
-    from openrlhf_pilaf.engines.vllm_rollout_actors import create_rollout_engines
-    from openrlhf_pilaf.engines.vllm_worker import PILAF_WORKER_EXTENSION
+    from openrlhf_pilaf.engines.vllm_interp.rollout_actors import create_rollout_engines
+    from openrlhf_pilaf.engines.vllm_interp.worker import PILAF_WORKER_EXTENSION
 
     if kwargs.get("logprobs_mode") is not None:
         raise ValueError("logprobs_mode is set by --interp.logprobs; do not pass it as an argument")

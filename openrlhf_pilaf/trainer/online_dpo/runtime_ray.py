@@ -1,7 +1,7 @@
 """`--engine vllm`: the online DPO loop on OpenRLHF's Ray stack.
 
 - rollout: interpolated vLLM engines (OpenRLHF's RolloutRayActor, policy + reference halves) behind the
-  generation interface (`engines.vllm_generation.RayVllmGenerationEngine`: OpenRLHF's SamplesGenerator
+  generation interface (`engines.vllm_interp.generation.RayVllmGenerationEngine`: OpenRLHF's SamplesGenerator
   with a w per request);
 - reference log-probs: OpenRLHF's `ReferenceModelActor` group (the DPO reference, or the SALSA soup),
   filled into the engine's samples by `RayReferenceFiller`;
@@ -190,8 +190,8 @@ def build_ray_parts(cfg: OnlineDPOConfig, args, *, reference_path: str, tokenize
     from openrlhf.trainer.ray.launcher import ReferenceModelActor, RewardModelActor
 
     from openrlhf_pilaf.engines.scoring import actor_group_logprobs
-    from openrlhf_pilaf.engines.vllm_generation import RayVllmGenerationEngine
     from openrlhf_pilaf.engines.vllm_interp.config import InterpolatedEngineConfig
+    from openrlhf_pilaf.engines.vllm_interp.generation import RayVllmGenerationEngine
     from openrlhf_pilaf.engines.vllm_interp.launch import create_interpolated_vllm_engines
     from openrlhf_pilaf.trainer.online_dpo.openrlhf_args import make_strategy
     from openrlhf_pilaf.trainer.online_dpo.ray_actors import DPOLearnerActor

@@ -120,8 +120,8 @@ def build_eval_engine(
     from vllm import LLM
 
     from openrlhf_pilaf.engines.scoring import teacher_forced_logprobs
-    from openrlhf_pilaf.engines.vllm_generation import VllmGenerationEngine
     from openrlhf_pilaf.engines.vllm_interp.config import InterpolatedEngineConfig
+    from openrlhf_pilaf.engines.vllm_interp.generation import VllmGenerationEngine
 
     if device != "cuda":
         from openrlhf_pilaf.utils.cpu_stack import configure_cpu_stack, default_cache_dir

@@ -15,7 +15,7 @@ touches the frozen reference. Synced weights also make cached KV blocks stale: a
 does, call the engine's `reset_prefix_cache` after a sync when prefix caching is on (a worker cannot
 reach the scheduler that owns the cache).
 
-Our rollout engines select it (`engines.vllm_rollout_actors.create_rollout_engines`, plain or
+Our rollout engines select it (`engines.vllm_interp.rollout_actors.create_rollout_engines`, plain or
 interpolated): OpenRLHF's own `create_vllm_engines` hard-codes its `WorkerWrap`. For an offline
 engine, pass `vllm.LLM(..., worker_extension_cls=PILAF_WORKER_EXTENSION)`.
 """
@@ -29,7 +29,7 @@ from openrlhf.trainer.ray.vllm_worker_wrap import WorkerWrap
 
 logger = logging.getLogger(__name__)
 
-PILAF_WORKER_EXTENSION = "openrlhf_pilaf.engines.vllm_worker.PilafWorkerWrap"
+PILAF_WORKER_EXTENSION = "openrlhf_pilaf.engines.vllm_interp.worker.PilafWorkerWrap"
 
 
 class PilafWorkerWrap(WorkerWrap):

@@ -30,7 +30,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from openrlhf_pilaf.engines.vllm_worker import PILAF_WORKER_EXTENSION
+from openrlhf_pilaf.engines.vllm_interp.worker import PILAF_WORKER_EXTENSION
 from openrlhf_pilaf.utils.checks import check_int
 
 logger = logging.getLogger(__name__)
@@ -271,7 +271,7 @@ def create_vllm_engines_like_openrlhf(
 
     Why: OpenRLHF's `WorkerWrap.update_weight` loads each synced tensor with `model.load_weights`,
     which on vLLM's CPU backend fails or goes stale wherever vLLM packed a linear weight for its CPU
-    kernels (oneDNN, AMX/SGL, zentorch; see `engines/vllm_worker.py`). Swapped in for OpenRLHF's by
+    kernels (oneDNN, AMX/SGL, zentorch; see `engines/vllm_interp/worker.py`). Swapped in for OpenRLHF's by
     our PPO launcher (`cli/train_ppo_ray.py`), on GPU clusters too, so PPO and DPO share one sync.
     """
     if max_images_per_prompt > 0:
