@@ -143,3 +143,23 @@ def test_iterative_two_rounds_one_epoch_through_ray_vllm_deepspeed(ray_cluster, 
     assert [(m["step"], m["round"]) for m in metrics] == [(1, 1), (2, 1), (3, 2), (4, 2)]
     assert all(math.isfinite(m["loss"]) for m in metrics)
     assert (out / "round_1" / "model" / "config.json").exists() and (out / "round_2" / "model" / "config.json").exists()
+
+
+def test_evaluation_on_ray_takes_both_log_probs_from_actor_forwards(ray_cluster, tiny_suite, shared, tmp_path):
+    """`--eval.*` on `--engine vllm`: the policy's samples from the engines, both log-probs of the KL from actor
+    forwards (the learner's and the reference actor's: docs/interpolation.md, "The evaluation KL"), scored through
+    the oracle; recorded at the start and after the step, and merged into that step's metrics."""
+    import json
+
+    from openrlhf_pilaf.engines.kl import MatchedLogprobs
+    from openrlhf_pilaf.trainer.online_dpo.run import execute
+
+    extra = ("--eval.dataset", str(shared["prompts"]), "--eval.steps", "1", "--eval.max_samples", "2")
+    run = _run(shared, tiny_suite, tmp_path / "run", "vanilla", *extra, "--eval.samples_per_prompt", "2")
+    assert isinstance(run.parts.eval_logprobs, MatchedLogprobs)
+    execute(run, save_model=False)
+    evals = [json.loads(x) for x in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
+    assert [(e["step"], e["round"]) for e in evals] == [(0, 0), (1, 1), (2, 2)]
+    assert all(e["n"] == 4 and math.isfinite(e["kl"]) and math.isfinite(e["reward"]) for e in evals)
+    metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["eval_kl"] for m in metrics] == [e["kl"] for e in evals[1:]]
