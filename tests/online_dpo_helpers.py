@@ -100,3 +100,23 @@ def reward_func(queries, prompts, labels):
         os.kill(os.getpid(), signal.SIGKILL)  # the driver dies in the middle of labelling
     return {{"rewards": [float(len(q) % 5) for q in queries]}}
 """
+
+
+LENGTH_REWARD = """
+def reward_func(queries, prompts, labels):
+    # the characters the response adds to the prompt
+    return {"rewards": [float(len(q) - len(p)) for q, p in zip(queries, prompts)]}
+"""
+
+
+def length_reward_files(root: Path, *, num_prompts: int):
+    """An evaluation's inputs under `root`: `num_prompts` prompts and a rule reward (the response's added characters)
+    for OpenRLHF's `--reward.remote_url reward.py`. OpenRLHF's logger is imported first: it binds the sys.stdout of
+    its first import, which must not be a capsys test's (closed when that test ends)."""
+    from types import SimpleNamespace
+
+    import openrlhf.utils.logging_utils  # noqa: F401
+
+    reward = root / "length_reward.py"
+    reward.write_text(LENGTH_REWARD)
+    return SimpleNamespace(root=root, prompts=write_prompts(root / "prompts.jsonl", n=num_prompts), reward=reward)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -29,6 +28,7 @@ from openrlhf_pilaf.cli import evaluate as ev
 from openrlhf_pilaf.engines.interface import GeneratedSample
 from openrlhf_pilaf.engines.kl import MatchedLogprobs, kl_terms, sequence_log_ratio
 from openrlhf_pilaf.testing.prompts import write_prompts
+from tests.online_dpo_helpers import length_reward_files
 
 NUM_PROMPTS = 4
 SAMPLES_PER_PROMPT = 3
@@ -37,20 +37,10 @@ SEED = 42
 SAME_PATH_TOL = 1e-9  # nats: the same float32 log-probs, fsum'd by one function (equal bit for bit in practice)
 FLOAT32_TOL = 1e-3  # nats a response: float32 KV-cache decoding vs a full teacher-forced forward (seen: 4e-5)
 
-LENGTH_REWARD = """
-def reward_func(queries, prompts, labels):
-    return {"rewards": [float(len(q) - len(p)) for q, p in zip(queries, prompts)]}
-"""
-
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    import openrlhf.utils.logging_utils  # noqa: F401  (binds its stdout before any captured test)
-
-    root = tmp_path_factory.mktemp("eval_kl")
-    reward = root / "length_reward.py"
-    reward.write_text(LENGTH_REWARD)
-    return SimpleNamespace(root=root, prompts=write_prompts(root / "prompts.jsonl", n=NUM_PROMPTS), reward=reward)
+    return length_reward_files(tmp_path_factory.mktemp("eval_kl"), num_prompts=NUM_PROMPTS)
 
 
 def cli_argv(tiny_suite, files, out: Path, *, ref=None) -> list[str]:

@@ -15,15 +15,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from openrlhf_pilaf.cli import evaluate as ev
-from openrlhf_pilaf.testing.prompts import write_prompts
 from openrlhf_pilaf.trainer.online_dpo.evaluation import summarize
+from tests.online_dpo_helpers import length_reward_files
 from tests.reward_server import ScriptedRewardServer
 
 SUMMARY_KEYS = set(summarize([1.0, 2.0], [0.0, 1.0], beta=0.1))
@@ -31,23 +30,10 @@ NUM_PROMPTS = 4
 ONE_TOKEN_SAMPLES = 256  # per prompt: SE ~0.14 nats against a forward/reverse gap of ~1.5 for the tiny suite
 SE_BAND = 4.0
 
-LENGTH_REWARD = """
-def reward_func(queries, prompts, labels):
-    # the characters the response adds to the prompt
-    return {"rewards": [float(len(q) - len(p)) for q, p in zip(queries, prompts)]}
-"""
-
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    # OpenRLHF's logger binds the sys.stdout of its first import; import it here, not inside a capsys test
-    # (whose stream closes when the test ends, and every later OpenRLHF log line would fail on it).
-    import openrlhf.utils.logging_utils  # noqa: F401
-
-    root = tmp_path_factory.mktemp("evaluate")
-    reward = root / "length_reward.py"
-    reward.write_text(LENGTH_REWARD)
-    return SimpleNamespace(root=root, prompts=write_prompts(root / "prompts.jsonl", n=NUM_PROMPTS), reward=reward)
+    return length_reward_files(tmp_path_factory.mktemp("evaluate"), num_prompts=NUM_PROMPTS)
 
 
 def cli_argv(tiny_suite, files, *extra: str, model=None, ref=None, reward=None) -> list[str]:
