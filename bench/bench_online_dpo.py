@@ -22,10 +22,11 @@ default (5e-7), so the policy barely moves and every sampler decodes nearly the 
 tokens per step are reported beside the times, so differing response lengths can be seen.
 
 Columns (all from the loop's own per-step metrics, except `step`):
-- step: wall time of the loop's `run_step` (the five parts plus planning, pair building, the pair log
-  and metric sinks);
-- generate: `engine.generate` (decoding; on --engine torch also the reference log-probs of every row);
-- score: reference log-probs by OpenRLHF's reference actors (Ray path; ~0 on --engine torch);
+- step: wall time of the driver's `run_round` (an online round is one step: the five parts plus planning,
+  pair building, the pair log, metric sinks and checkpoints);
+- generate: `engine.generate` (decoding, and the reference log-probs of every row);
+- score: 0 since the engines return reference log-probs themselves (the Ray path's reference actors run
+  inside `generate`); kept so the table lines up with the results recorded before;
 - label: the preference oracle (the reward model scores both responses of each pair);
 - train: the DPO update; sync: the weight sync of the policy into the engine;
 - policy / reference tokens: the loop's counters of what sampling needs, `model_forwards(w)` x tokens
@@ -129,17 +130,18 @@ def summarise(measured: list[dict]) -> dict:
 
 
 def timed_steps(loop) -> list[float]:
-    """Wrap the loop's run_step (on this instance only) to record each step's wall time."""
+    """Wrap the driver's run_round (on this instance only; an online round is one step) to record each step's wall
+    time."""
     times: list[float] = []
-    inner = loop.run_step
+    inner = loop.run_round
 
-    def run_step(step, batch):
+    def run_round(k, bar):
         t0 = time.perf_counter()
-        metrics = inner(step, batch)
+        calls = inner(k, bar)
         times.append(time.perf_counter() - t0)
-        return metrics
+        return calls
 
-    loop.run_step = run_step
+    loop.run_round = run_round
     return times
 
 

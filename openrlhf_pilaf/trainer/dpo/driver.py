@@ -294,6 +294,39 @@ class DPODriver:
             return False
         return any(json.loads(line).get("round") == k for line in path.read_text().splitlines() if line.strip())
 
+    def run_round(self, k: int, bar) -> list[dict] | None:
+        """One round: collect its pairs, train on them, sync, save (round directories), evaluate, checkpoint.
+        Returns its learner calls' metrics, or None when the round waits for people's labels."""
+        sched = self.schedule
+        rows, counters = self.collect_round(k)
+        if rows is None:
+            logger.info("round %d waits for labels: %s", k, self.awaiting.to_label)
+            return None
+        pairs, spent = self.round_labels(k)
+        self.state.pairs_labelled += pairs
+        self.state.labels_spent += spent
+        self.state.policy_tokens += int(counters.get("policy_tokens", 0))
+        self.state.reference_tokens += int(counters.get("reference_tokens", 0))
+        calls = self.train_round(k, rows, counters, bar)
+        t0 = time.perf_counter()
+        self.learner.sync_weights()  # the next round samples from this round's policy
+        last = calls[-1] if calls and calls[-1]["step"] == self.state.step else None
+        if last is not None:
+            last["sync_s"] = time.perf_counter() - t0
+        if sched.round_dirs:
+            self.learner.save_model(str(RoundDir(self.run_dir, k).model))
+        if self.evaluate is not None and sched.evaluates_after(k):
+            ev = self.log_eval(k)
+            if last is not None:
+                last.update({f"eval_{key}": v for key, v in ev.items()})
+        if last is not None:
+            self._log_train({key: v for key, v in last.items() if key != "step"}, bar)
+        self.state.rounds_done, self.state.round, self.state.epoch, self.state.batch = k, 0, 0, 0
+        due = self.save_steps > 0 and self.state.step % self.save_steps == 0
+        if sched.round_dirs or due or k == sched.rounds:
+            self.checkpoint(sched.checkpoint_tag(k, self.state.step))
+        return calls
+
     def run(self) -> list[dict]:
         from tqdm import tqdm
 
@@ -302,38 +335,13 @@ class DPODriver:
         title = "Online DPO" if sched.mode == "online" else "Iterative DPO"
         bar = tqdm(total=sched.learner_calls(), initial=self.state.step, desc=title, disable=not self.progress)
         fresh = self.state.rounds_done == 0 and self.state.round == 0
-        evaluates = self.evaluate is not None and sched.eval_every > 0
-        if fresh and evaluates and not self._evaluated(0):  # the starting policy: every curve starts there
-            self.log_eval(0)
+        if fresh and self.evaluate is not None and sched.eval_every > 0 and not self._evaluated(0):
+            self.log_eval(0)  # the starting policy: every curve starts there
         for k in range(self.state.rounds_done + 1, sched.rounds + 1):
-            rows, counters = self.collect_round(k)
-            if rows is None:
-                logger.info("round %d waits for labels: %s", k, self.awaiting.to_label)
+            calls = self.run_round(k, bar)
+            if calls is None:
                 break
-            pairs, spent = self.round_labels(k)
-            self.state.pairs_labelled += pairs
-            self.state.labels_spent += spent
-            self.state.policy_tokens += int(counters.get("policy_tokens", 0))
-            self.state.reference_tokens += int(counters.get("reference_tokens", 0))
-            calls = self.train_round(k, rows, counters, bar)
-            t0 = time.perf_counter()
-            self.learner.sync_weights()  # the next round samples from this round's policy
-            last = calls[-1] if calls and calls[-1]["step"] == self.state.step else None
-            if last is not None:
-                last["sync_s"] = time.perf_counter() - t0
-            if sched.round_dirs:
-                self.learner.save_model(str(RoundDir(self.run_dir, k).model))
-            if evaluates and sched.evaluates_after(k):
-                ev = self.log_eval(k)
-                if last is not None:
-                    last.update({f"eval_{key}": v for key, v in ev.items()})
-            if last is not None:
-                self._log_train({key: v for key, v in last.items() if key != "step"}, bar)
             history += calls
-            self.state.rounds_done, self.state.round, self.state.epoch, self.state.batch = k, 0, 0, 0
-            due = self.save_steps > 0 and self.state.step % self.save_steps == 0
-            if sched.round_dirs or due or k == sched.rounds:
-                self.checkpoint(sched.checkpoint_tag(k, self.state.step))
         bar.close()
         return history
 
