@@ -29,10 +29,10 @@ Columns (all from the loop's own per-step metrics, except `step`):
   inside `generate`); kept so the table lines up with the results recorded before;
 - label: the preference oracle (the reward model scores both responses of each pair);
 - train: the DPO update; sync: the weight sync of the policy into the engine;
-- policy / reference tokens: the loop's counters of what sampling needs, `model_forwards(w)` x tokens
-  per response (no reference at w = 0, no policy at w = -1), summed over the step; not what the
-  engines run: both run both models on every row in this loop (the PyTorch engine because the loop
-  asks it for reference log-probs, the interpolated vLLM engine always), and scoring is not counted;
+- policy / reference tokens, ran / needed: generated tokens x model passes, summed over the step.
+  "ran" is what the engines report they ran (`GeneratedSample.forwards_run`: decoding and any scoring
+  pass after it, e.g. the Ray path's reference actors); "needed" is what sampling at each row's w
+  needs, `model_forwards(w)` (no reference at w = 0, no policy at w = -1: the paper's cost table);
 - forwards per pair: the loop's `forwards_per_pair` metric, the same counting per token summed over
   a prompt's responses (2 vanilla, 8 best-of-8, 2 hybrid, 2 or 4 pilaf).
 
@@ -62,6 +62,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE = REPO_ROOT / ".cache"
 SAMPLERS = ("vanilla", "best_of_n", "hybrid", "pilaf")
 PARTS = ("generate_s", "score_s", "label_s", "train_s", "sync_s")
+TOKENS = ("policy_tokens", "reference_tokens", "policy_tokens_needed", "reference_tokens_needed")
 PILAF_TARGET = 1.6
 
 
@@ -104,11 +105,11 @@ def step_rows(history: list[dict], step_s: list[float]) -> list[dict]:
     """One row per step of a run; the loop's token counters are cumulative, so they are differenced."""
     rows = []
     for i, h in enumerate(history):
-        prev = history[i - 1] if i else {"policy_tokens": 0.0, "reference_tokens": 0.0}
+        prev = history[i - 1] if i else dict.fromkeys(TOKENS, 0.0)
         row = {"step": h["step"], "step_s": step_s[i], **{k: h.get(k, 0.0) for k in PARTS}}
         row["other_s"] = row["step_s"] - sum(row[k] for k in PARTS)
-        row["policy_tokens"] = h["policy_tokens"] - prev["policy_tokens"]
-        row["reference_tokens"] = h["reference_tokens"] - prev["reference_tokens"]
+        for k in TOKENS:  # results recorded before the "needed" counters existed have only the first two
+            row[k] = h.get(k, 0.0) - prev.get(k, 0.0)
         row.update(forwards_per_pair=h["forwards_per_pair"], loss=h["loss"])
         rows.append(row)
     return rows
@@ -123,7 +124,7 @@ def summarise(measured: list[dict]) -> dict:
         min(r["step_s"] for r in measured),
         max(r["step_s"] for r in measured),
     )
-    for k in ("policy_tokens", "reference_tokens", "forwards_per_pair"):
+    for k in (*TOKENS, "forwards_per_pair"):
         summary[k] = statistics.mean(r[k] for r in measured)
     summary["measured_steps"] = len(measured)
     return summary
@@ -266,8 +267,8 @@ def print_table(result: dict) -> None:
         "sync",
         "other",
         "forwards / pair",
-        "policy tok / step",
-        "reference tok / step",
+        "policy tok / step (ran / needed)",
+        "reference tok / step (ran / needed)",
     ]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
@@ -280,7 +281,8 @@ def print_table(result: dict) -> None:
             f"{s['step_s_min']:.2f}-{s['step_s_max']:.2f}",
         ]
         cells += [f"{s[k]:.2f}" for k in (*PARTS, "other_s")]
-        cells += [f"{s['forwards_per_pair']:.1f}", f"{s['policy_tokens']:.0f}", f"{s['reference_tokens']:.0f}"]
+        cells += [f"{s['forwards_per_pair']:.1f}"]
+        cells += [f"{s[m + '_tokens']:.0f} / {s[m + '_tokens_needed']:.0f}" for m in ("policy", "reference")]
         print("| " + " | ".join(cells) + " |")
     if "pilaf" in result["samplers"] and "vanilla" in result["samplers"]:
         ratio = result["samplers"]["pilaf"]["summary"]["ratio_to_vanilla"]

@@ -220,6 +220,10 @@ def test_reference_runs_only_where_needed(models, prompts, ws, expected_rows):
         assert set(batch_sizes) == {len(plan.samples)}  # reference log-probs asked for: every row
     finally:
         hook.remove()
+    # each row reports the passes it ran, as the hook saw them: the reference at w != 0 only, unless asked for
+    assert [s.forwards_run for s in lean] == [(1, int(s.w != 0)) for s in lean]
+    assert sum(s.forwards_run[1] for s in lean) == expected_rows
+    assert {s.forwards_run for s in full} == {(1, 1)}
     # the same noise gives the same tokens: rows at w = 0 never read h_ref, the others read the same h_ref
     assert [s.token_ids for s in lean] == [s.token_ids for s in full]
     for a, b in zip(lean, full, strict=True):
@@ -271,6 +275,7 @@ def test_scorer_reproduces_the_engines_logprobs(models, prompts, tiny_suite):
     ]
     fill_logprobs(rescored, policy, "policy_logprobs", pad_token_id=tok.pad_token_id, batch_size=4)
     fill_logprobs(rescored, models["reference"], "reference_logprobs", pad_token_id=tok.pad_token_id, batch_size=4)
+    assert {s.forwards_run for s in rescored} == {(1, 1)}  # one teacher-forced pass of each model, counted
     for a, b in zip(samples, rescored, strict=True):
         assert b.policy_logprobs == pytest.approx(a.policy_logprobs, abs=LOGPROB_TOL)
         assert b.reference_logprobs == pytest.approx(a.reference_logprobs, abs=LOGPROB_TOL)

@@ -117,6 +117,15 @@ class GeneratedSample:
     policy_logprobs: list[float] | None = None
     reference_logprobs: list[float] | None = None
     sampled_logprobs: list[float] | None = None
+    # (policy, reference) model passes this row's generated tokens went through, as the engine (and any scoring
+    # after it) ran them: what the row cost, which may exceed what sampling at w needs (`samplers.model_forwards`).
+    # None: the engine does not report it.
+    forwards_run: tuple[int, int] | None = None
+
+    def count_forwards(self, policy: int = 0, reference: int = 0) -> None:
+        """Add model passes over this row's tokens (a teacher-forced scoring pass counts as one)."""
+        p, r = self.forwards_run or (0, 0)
+        self.forwards_run = (p + policy, r + reference)
 
     def implicit_reward(self, beta: float) -> float:
         """DPO's implicit reward beta * sum_t (log pi - log pi_ref) of the response, from the models' own log-probs

@@ -64,6 +64,7 @@ def fill_logprobs(
         todo, response_logprobs(model, todo, pad_token_id=pad_token_id, batch_size=batch_size), strict=True
     ):
         setattr(s, field, row)
+        s.count_forwards(**{"policy" if field == "policy_logprobs" else "reference": 1})
     for s in samples:
         if getattr(s, field) is None:  # empty responses
             setattr(s, field, [])

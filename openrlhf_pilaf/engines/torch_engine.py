@@ -386,9 +386,15 @@ class TorchInterpolatedEngine:
             next_position = {name: pos + 1 for name, pos in next_position.items()}
         ref_desc = "all" if ref_rows is None else "none" if ref_rows is False else f"{len(ref_rows)}"
         logger.debug("decoded %d rows for %d steps (reference rows: %s)", rows, steps, ref_desc)
-        return self._collect(plan, batch, tokens, lengths, finished, policy_lp, reference_lp, sampled_lp)
+        if ref_rows is None:
+            reference_ran = [1] * rows
+        else:
+            reference_ran = [0] * rows
+            for i in [] if ref_rows is False else ref_rows.tolist():
+                reference_ran[i] = 1
+        return self._collect(plan, batch, tokens, lengths, finished, policy_lp, reference_lp, sampled_lp, reference_ran)
 
-    def _collect(self, plan, batch, tokens, lengths, finished, policy_lp, reference_lp, sampled_lp):
+    def _collect(self, plan, batch, tokens, lengths, finished, policy_lp, reference_lp, sampled_lp, reference_ran):
         tokens, lengths, finished = tokens.tolist(), lengths.tolist(), finished.tolist()
         policy_lp, sampled_lp = policy_lp.tolist(), sampled_lp.tolist()
         reference_lp = reference_lp.tolist() if reference_lp is not None else None
@@ -405,6 +411,7 @@ class TorchInterpolatedEngine:
                     policy_logprobs=policy_lp[i][:n],
                     reference_logprobs=reference_lp[i][:n] if reference_lp is not None else None,
                     sampled_logprobs=sampled_lp[i][:n],
+                    forwards_run=(1, reference_ran[i]),  # the policy runs on every row
                 )
             )
         return out

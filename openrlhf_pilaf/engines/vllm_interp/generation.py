@@ -114,6 +114,7 @@ class _VllmFrontEnd:
                 finish_reason=completion.finish_reason,
             )
             setattr(sample, field, lps)
+            sample.count_forwards(1, 1)  # the interpolated model runs both halves on every token
             samples.append(sample)
         return samples
 
@@ -125,6 +126,8 @@ class _VllmFrontEnd:
                 fill_logprobs(samples, model, field, pad_token_id=self.pad_token_id)
         if params.reference_logprobs and self.logprobs != "reference" and self.reference_filler is not None:
             self.reference_filler(samples)
+            for s in samples:
+                s.count_forwards(reference=1)  # a second reference pass over the response (the filler's)
         return samples
 
 
@@ -231,6 +234,7 @@ class RayVllmGenerationEngine(_VllmFrontEnd):
             finish_reason="length" if response.get("truncated") else "stop",
         )
         setattr(sample, _FIELD_OF_MODE[self.logprobs], [float(v) for v in lps[start:end]])
+        sample.count_forwards(1, 1)  # the interpolated model runs both halves on every token
         return sample
 
     def update_policy(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:

@@ -22,6 +22,10 @@ from openrlhf_pilaf.pairs.types import CandidatePair
 from openrlhf_pilaf.samplers import PairSampler, SamplerPlan, model_forwards
 from openrlhf_pilaf.trainer.dpo.prompts import Prompt
 
+# Generated tokens times model passes: as the engines ran them, and as sampling at each row's w needs them
+# (`samplers.model_forwards`: no reference at w = 0, no policy at w = -1; the paper's cost table).
+TOKEN_COUNTERS = ("policy_tokens", "reference_tokens", "policy_tokens_needed", "reference_tokens_needed")
+
 
 def subset_plan(plan: SamplerPlan, groups: Sequence[int]) -> SamplerPlan:
     """The plan restricted to some prompt groups (those not yet in the pair log), sample indices renumbered."""
@@ -58,7 +62,7 @@ class PairCollector:
         step: int,
     ) -> tuple[list[CandidatePair], dict[str, float]]:
         """Candidate pairs of the prompts `todo` (indices into batch), and cost counters (tokens, seconds)."""
-        counters = {"policy_tokens": 0.0, "reference_tokens": 0.0, "new_pairs": float(len(todo))}
+        counters = dict.fromkeys(TOKEN_COUNTERS, 0.0) | {"new_pairs": float(len(todo))}
         if not todo:
             return [], counters
         plan = subset_plan(sampler.plan([p.ids for p in batch], rng), todo)
@@ -67,9 +71,12 @@ class PairCollector:
         samples = self.engine.generate(generation, self.gen_params)
         counters["generate_s"] = time.perf_counter() - t0  # the reference's log-probs included
         for s in samples:
-            pol, ref = model_forwards(s.w)
-            counters["policy_tokens"] += pol * len(s.token_ids)
-            counters["reference_tokens"] += ref * len(s.token_ids)
+            needed = model_forwards(s.w)
+            ran = s.forwards_run if s.forwards_run is not None else needed  # an engine that does not say
+            counters["policy_tokens"] += ran[0] * len(s.token_ids)
+            counters["reference_tokens"] += ran[1] * len(s.token_ids)
+            counters["policy_tokens_needed"] += needed[0] * len(s.token_ids)
+            counters["reference_tokens_needed"] += needed[1] * len(s.token_ids)
         pairs = sampler.pairs(plan, samples, step=step, pair_ids=[pair_ids[i] for i in todo])
         return [dataclasses.replace(p, prompt=batch[p.prompt_index].text) for p in pairs], counters
 

@@ -29,7 +29,7 @@ from typing import Protocol
 from openrlhf_pilaf.oracle import AwaitingLabels, PeopleOracle, PreferenceOracle
 from openrlhf_pilaf.pairs import PairLog, TrainingPair
 from openrlhf_pilaf.samplers import PairSampler
-from openrlhf_pilaf.trainer.dpo.collect import PairCollector
+from openrlhf_pilaf.trainer.dpo.collect import TOKEN_COUNTERS, PairCollector
 from openrlhf_pilaf.trainer.dpo.metrics import collection_metrics, dpo_metrics, pair_metrics
 from openrlhf_pilaf.trainer.dpo.prompts import Prompt
 from openrlhf_pilaf.trainer.dpo.rounds import RoundDir, round_prompts
@@ -256,8 +256,7 @@ class DPODriver:
             "labels_per_pair": float(self.oracle.labels_per_pair),
             "pairs_labelled": float(s.pairs_labelled),
             "labels_spent": float(s.labels_spent),
-            "policy_tokens": float(s.policy_tokens),
-            "reference_tokens": float(s.reference_tokens),
+            **{key: float(getattr(s, key)) for key in TOKEN_COUNTERS},
             "train_s": train_s,
         }
 
@@ -305,8 +304,8 @@ class DPODriver:
         pairs, spent = self.round_labels(k)
         self.state.pairs_labelled += pairs
         self.state.labels_spent += spent
-        self.state.policy_tokens += int(counters.get("policy_tokens", 0))
-        self.state.reference_tokens += int(counters.get("reference_tokens", 0))
+        for key in TOKEN_COUNTERS:
+            setattr(self.state, key, getattr(self.state, key) + int(counters.get(key, 0)))
         calls = self.train_round(k, rows, counters, bar)
         t0 = time.perf_counter()
         self.learner.sync_weights()  # the next round samples from this round's policy

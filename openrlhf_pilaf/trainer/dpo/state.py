@@ -37,8 +37,10 @@ class DriverState:
     step: int = 0  # learner calls done over the whole run
     pairs_labelled: int = 0  # over the rounds collected so far
     labels_spent: int = 0
-    policy_tokens: int = 0  # generated tokens that ran the policy, over new pairs
-    reference_tokens: int = 0  # ... and the reference (docs/interpolation.md, the cost table)
+    policy_tokens: int = 0  # generated tokens x policy passes the engines ran, over new pairs
+    reference_tokens: int = 0  # ... and reference passes (decoding and scoring)
+    policy_tokens_needed: int = 0  # ... as sampling at each row's w needs them (docs/interpolation.md, the cost
+    reference_tokens_needed: int = 0  # table): what an engine that skipped every unneeded pass would run
     tag: str | None = None  # the learner checkpoint this state goes with
 
     def save(self, ckpt_dir: Path) -> None:
