@@ -11,7 +11,7 @@ Rows (same two random-init Llamas, same left-padded random prompts, every row ge
 - ours, PILAF batch: half the prompts as vanilla pairs (w = 0, 0), half as (pi_plus, pi_minus) pairs
   (w = +beta, -beta); reference log-probs off, so the reference runs on the interpolated half only.
 - ours, vanilla / PILAF batch with reference log-probs (what the DPO loop asks for): the same decode,
-  then one teacher-forced pass of each model over every finished response (the log-probs of the DPO loss).
+  then one teacher-forced reference pass over every finished response.
 - floor: two models' weights plus their KV caches (at mid-generation) read once per step at the
   machine's memory bandwidth (GPU: datasheet HBM bandwidth; CPU: a measured copy), batch rows per step.
 
@@ -245,11 +245,11 @@ def run_torch(args: argparse.Namespace) -> dict:
         "ours, vanilla batch (w = 0)": ("policy only (reference skipped)", ours(vanilla_plan, False)),
         "ours, PILAF batch": ("policy + reference on the pi+/pi- half", ours(pilaf_plan, False)),
         "ours, vanilla batch + reference log-probs": (
-            "policy; one scoring pass of each model",
+            "policy; one reference scoring pass",
             ours(vanilla_plan, True),
         ),
         "ours, PILAF batch + reference log-probs": (
-            "policy + reference on the pi+/pi- half; one scoring pass of each model",
+            "policy + reference on the pi+/pi- half; one reference scoring pass",
             ours(pilaf_plan, True),
         ),
     }

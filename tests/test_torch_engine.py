@@ -186,8 +186,7 @@ def test_rows_stop_at_their_own_stop_token(models, prompts):
         if stop in full.token_ids:
             n = full.token_ids.index(stop) + 1
             assert cut.finish_reason == "stop" and cut.token_ids == full.token_ids[:n]
-            # the same tokens, scored in batches of other widths (padding): float32 forward noise (seen: 3e-6)
-            assert cut.policy_logprobs == pytest.approx(full.policy_logprobs[:n], abs=1e-5)
+            assert cut.policy_logprobs == pytest.approx(full.policy_logprobs[:n], abs=1e-6)
         else:
             assert cut.finish_reason == "length" and cut.token_ids == full.token_ids
     assert stopped[0].finish_reason == "stop" and len(stopped[0].token_ids) <= 3
@@ -220,23 +219,22 @@ def test_reference_runs_only_where_needed(models, prompts, ws, expected_rows):
         assert all(s.reference_logprobs is None for s in lean)
         batch_sizes.clear()
         full = engine.generate(plan, GenerationParams(max_new_tokens=6, seed=7))
-        # reference log-probs asked for: the same decode, then one teacher-forced pass of each model over every row
+        # reference log-probs asked for: the same decode, then one teacher-forced pass over every row
         scoring = batch_sizes.pop()
         assert scoring == len(plan.samples) and set(batch_sizes) <= {expected_rows}
         assert (expected_rows == 0) == (batch_sizes == [])
     finally:
         hook.remove()
     # each row reports the passes it ran, as the hook saw them: the reference decodes at w != 0 only, and the
-    # scoring adds one pass of each model over every row
+    # scoring pass adds one over every row
     assert [s.forwards_run for s in lean] == [(1, int(s.w != 0)) for s in lean]
     assert sum(s.forwards_run[1] for s in lean) == expected_rows
-    assert [s.forwards_run for s in full] == [(2, 1 + int(s.w != 0)) for s in full]
+    assert [s.forwards_run for s in full] == [(1, 1 + int(s.w != 0)) for s in full]
     # the same noise gives the same tokens: rows at w = 0 never read h_ref, the others read the same h_ref
     assert [s.token_ids for s in lean] == [s.token_ids for s in full]
     for a, b in zip(lean, full, strict=True):
         assert a.sampled_logprobs == pytest.approx(b.sampled_logprobs, abs=1e-5)
-        # the decode's policy log-probs against the scoring pass's: float32 decode-vs-forward noise
-        assert a.policy_logprobs == pytest.approx(b.policy_logprobs, abs=LOGPROB_TOL)
+        assert a.policy_logprobs == pytest.approx(b.policy_logprobs, abs=1e-5)
     assert _worst(models, full) < LOGPROB_TOL
 
 
@@ -390,13 +388,14 @@ def test_filtered_sampling_matches_exact_over_several_tokens(models):
         report.assert_matches(LOGPROB_TOL)
 
 
-# nats per response, the power check's scale: what a genuinely different reference gives is far above it
+# nats per response: the policy's log-probs come from the decode (incremental KV cache), the reference's from one
+# teacher-forced forward of the whole response, both fp32 (per token they differ by ~1e-6 on this machine)
 STEP0_IMPLICIT_TOL = 1e-3
 
 
-def test_policy_against_itself_has_implicit_reward_exactly_zero(models, prompts):
-    """DPO at step 0 (policy = reference): both log-probs come from the same teacher-forced forward kind over the
-    same batch, so log pi - log pi_ref is exactly 0 per response, at every w (no decode log-probs mixed in)."""
+def test_policy_against_itself_has_implicit_reward_zero_within_the_stated_bound(models, prompts):
+    """DPO at step 0 (policy = reference): the decode's policy log-probs against the scoring pass's reference
+    log-probs give log pi - log pi_ref = 0 per response up to float32 noise, at every w."""
     tok = models["tok"]
     engine = TorchInterpolatedEngine(
         models["policy"], models["policy"], pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
@@ -404,7 +403,7 @@ def test_policy_against_itself_has_implicit_reward_exactly_zero(models, prompts)
     samples = engine.generate(GenerationPlan.grid(prompts, (0.0, 0.1, -0.1, -1.0)), GenerationParams(max_new_tokens=8))
     gaps = [abs(math.fsum(s.policy_logprobs) - math.fsum(s.reference_logprobs)) for s in samples]
     print(f"step-0 |log pi - log pi_ref| per response: max {max(gaps):.2e} over {len(gaps)} responses")
-    assert max(gaps) == 0.0
+    assert max(gaps) < STEP0_IMPLICIT_TOL
     assert sum(len(s.token_ids) for s in samples) > len(samples)  # responses, not empty rows
     # power: against the other reference the same measure is far above the bound
     other = _engine(models).generate(GenerationPlan.grid(prompts, (0.0,)), GenerationParams(max_new_tokens=8))

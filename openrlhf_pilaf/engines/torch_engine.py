@@ -10,10 +10,9 @@ every row of the batch is done.
 
 The reference decodes only the rows with w != 0 (its own KV cache holds just those rows): a vanilla
 batch costs one model, a PILAF batch (half its rows at w = 0) about 1.5. Reference log-probs, when
-asked for, come with the policy's from one batched teacher-forced pass of each model over the
-finished responses (`_score_both`), for every row alike: prefill-shaped forwards, cheap next to
-decoding on a GPU, and one numerics for log pi - log pi_ref (exactly 0 for equal models; the decode's
-log-probs of rows at w != 0 are not mixed in).
+asked for, come from one batched teacher-forced reference pass over the finished responses
+(`_score_reference`), for every row alike: a prefill-shaped forward, cheap next to decoding, and one
+numerics for every response's reference log-probs (rows at w != 0 do not also keep the decode's).
 On CUDA (`cache="static"`, `compile=True`) the KV caches are preallocated and the single-token forward
 is compiled with CUDA graphs ("reduce-overhead"), and the sampling step uses the fused Triton kernel;
 on CPU the plain dynamic cache and PyTorch sampling are used.
@@ -170,7 +169,7 @@ class TorchInterpolatedEngine:
                 )
             )
         if params.reference_logprobs:
-            self._score_both(results)
+            self._score_reference(results)
         return results
 
     @torch.no_grad()
@@ -284,13 +283,11 @@ class TorchInterpolatedEngine:
         )
         return out.logits[:, -1]
 
-    def _score_both(self, samples: list[GeneratedSample]) -> None:
-        """Every sample's policy and reference log-probs from one teacher-forced forward of each model over the same
-        batch of rows, so that log pi - log pi_ref has one numerics (exactly 0 where the models are equal).
+    def _score_reference(self, samples: list[GeneratedSample]) -> None:
+        """Every sample's reference log-probs from one teacher-forced forward of the reference per batch of rows.
 
         Temperature 1 over the shared vocabulary, as `ops.interpolated_sample` returns them while decoding; only
-        the response's positions are kept (`logits_to_keep`). Counted as one pass of each model over each response.
-        The decode's policy log-probs are replaced (its sampled log-probs are kept: they are the proposal's).
+        the response's positions are kept (`logits_to_keep`). Counted as one reference pass over each response.
         """
         todo = [s for s in samples if s.token_ids]
         for start in range(0, len(todo), self.max_batch_size):
@@ -304,24 +301,23 @@ class TorchInterpolatedEngine:
                 mask[i, width - len(x) :] = 1
             positions = position_ids(mask)
             keep = max(len(s.token_ids) for s in chunk) + 1  # the last keep - 1 positions predict the responses
-            for name, model in (("policy", self.policy), ("reference", self.reference)):
-                logits = model(
-                    input_ids=ids.to(self.device),
-                    attention_mask=mask.to(self.device),
-                    position_ids=positions.to(self.device),
-                    use_cache=False,
-                    logits_to_keep=keep,
-                ).logits
-                logprobs = torch.log_softmax(logits[..., : self.vocab_size].float(), dim=-1)
-                for i, s in enumerate(chunk):
-                    n = len(s.token_ids)
-                    picked = logprobs[i, keep - n - 1 : keep - 1]
-                    tokens = torch.tensor(s.token_ids, dtype=torch.long, device=self.device)[:, None]
-                    setattr(s, f"{name}_logprobs", picked.gather(-1, tokens).squeeze(-1).tolist())
-                    s.count_forwards(**{name: 1})
+            logits = self.reference(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=positions.to(self.device),
+                use_cache=False,
+                logits_to_keep=keep,
+            ).logits
+            logprobs = torch.log_softmax(logits[..., : self.vocab_size].float(), dim=-1)
+            for i, s in enumerate(chunk):
+                n = len(s.token_ids)
+                picked = logprobs[i, keep - n - 1 : keep - 1]
+                tokens = torch.tensor(s.token_ids, dtype=torch.long, device=self.device)[:, None]
+                s.reference_logprobs = picked.gather(-1, tokens).squeeze(-1).tolist()
+                s.count_forwards(reference=1)
         for s in samples:
             if not s.token_ids:
-                s.policy_logprobs, s.reference_logprobs = [], []
+                s.reference_logprobs = []
 
     def _reference_rows(self, batch: _Batch, params: GenerationParams) -> torch.Tensor | bool | None:
         """Rows the reference must run on: all (None), a subset (index tensor), or none (False).
