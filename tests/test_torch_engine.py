@@ -10,8 +10,6 @@ tokenizer is refused.
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -219,17 +217,13 @@ def test_reference_runs_only_where_needed(models, prompts, ws, expected_rows):
         assert all(s.reference_logprobs is None for s in lean)
         batch_sizes.clear()
         full = engine.generate(plan, GenerationParams(max_new_tokens=6, seed=7))
-        # reference log-probs asked for: the same decode, then one teacher-forced pass over every row
-        scoring = batch_sizes.pop()
-        assert scoring == len(plan.samples) and set(batch_sizes) <= {expected_rows}
-        assert (expected_rows == 0) == (batch_sizes == [])
+        assert set(batch_sizes) == {len(plan.samples)}  # reference log-probs asked for: every row
     finally:
         hook.remove()
-    # each row reports the passes it ran, as the hook saw them: the reference decodes at w != 0 only, and the
-    # scoring pass adds one over every row
+    # each row reports the passes it ran, as the hook saw them: the reference at w != 0 only, unless asked for
     assert [s.forwards_run for s in lean] == [(1, int(s.w != 0)) for s in lean]
     assert sum(s.forwards_run[1] for s in lean) == expected_rows
-    assert [s.forwards_run for s in full] == [(1, 1 + int(s.w != 0)) for s in full]
+    assert {s.forwards_run for s in full} == {(1, 1)}
     # the same noise gives the same tokens: rows at w = 0 never read h_ref, the others read the same h_ref
     assert [s.token_ids for s in lean] == [s.token_ids for s in full]
     for a, b in zip(lean, full, strict=True):
@@ -386,27 +380,3 @@ def test_filtered_sampling_matches_exact_over_several_tokens(models):
         report = check_filtered_draws(models["policy"], models["reference"], prompt, tokens, w, sampled)
         print(report)
         report.assert_matches(LOGPROB_TOL)
-
-
-# nats per response: the policy's log-probs come from the decode (incremental KV cache), the reference's from one
-# teacher-forced forward of the whole response, both fp32 (per token they differ by ~1e-6 on this machine)
-STEP0_IMPLICIT_TOL = 1e-3
-
-
-def test_policy_against_itself_has_implicit_reward_zero_within_the_stated_bound(models, prompts):
-    """DPO at step 0 (policy = reference): the decode's policy log-probs against the scoring pass's reference
-    log-probs give log pi - log pi_ref = 0 per response up to float32 noise, at every w."""
-    tok = models["tok"]
-    engine = TorchInterpolatedEngine(
-        models["policy"], models["policy"], pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
-    )
-    samples = engine.generate(GenerationPlan.grid(prompts, (0.0, 0.1, -0.1, -1.0)), GenerationParams(max_new_tokens=8))
-    gaps = [abs(math.fsum(s.policy_logprobs) - math.fsum(s.reference_logprobs)) for s in samples]
-    print(f"step-0 |log pi - log pi_ref| per response: max {max(gaps):.2e} over {len(gaps)} responses")
-    assert max(gaps) < STEP0_IMPLICIT_TOL
-    assert sum(len(s.token_ids) for s in samples) > len(samples)  # responses, not empty rows
-    # power: against the other reference the same measure is far above the bound
-    other = _engine(models).generate(GenerationPlan.grid(prompts, (0.0,)), GenerationParams(max_new_tokens=8))
-    assert max(abs(math.fsum(s.policy_logprobs) - math.fsum(s.reference_logprobs)) for s in other) > 100 * (
-        STEP0_IMPLICIT_TOL
-    )

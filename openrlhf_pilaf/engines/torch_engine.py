@@ -4,23 +4,20 @@ The fallback when vLLM is absent or its internals change, and the reference impl
 engine is tested against. Rows of a batch decode in lockstep: one prefill of the left-padded prompts
 per model, then one single-token forward per model per step, each model with its own KV cache, and
 one `ops.interpolated_sample` call per step that interpolates with each row's w, samples, and returns
-the log-probs of the drawn token.
+the policy's and the reference's log-probs of the drawn token (so no second scoring pass is needed).
 Rows stop at a stop token or at max_new_tokens; finished rows keep decoding padding (lockstep) until
 every row of the batch is done.
 
-The reference decodes only the rows with w != 0 (its own KV cache holds just those rows): a vanilla
-batch costs one model, a PILAF batch (half its rows at w = 0) about 1.5. Reference log-probs, when
-asked for, come from one batched teacher-forced reference pass over the finished responses
-(`_score_reference`), for every row alike: a prefill-shaped forward, cheap next to decoding, and one
-numerics for every response's reference log-probs (rows at w != 0 do not also keep the decode's).
-On CUDA (`cache="static"`, `compile=True`) the KV caches are preallocated and the single-token forward
-is compiled with CUDA graphs ("reduce-overhead"), and the sampling step uses the fused Triton kernel;
-on CPU the plain dynamic cache and PyTorch sampling are used.
+Unless reference log-probs are asked for, the reference runs only on the rows with w != 0 (its own
+KV cache holds just those rows): a vanilla batch costs one model, a PILAF batch (half its rows at
+w = 0) about 1.5. On CUDA (`cache="static"`, `compile=True`) the KV caches are
+preallocated and the single-token forward is compiled with CUDA graphs ("reduce-overhead"), and the
+sampling step uses the fused Triton kernel; on CPU the plain dynamic cache and PyTorch sampling are
+used.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -159,17 +156,14 @@ class TorchInterpolatedEngine:
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
         specs = list(plan.samples)
-        decode_params = dataclasses.replace(params, reference_logprobs=False)  # the reference decodes w != 0 only
         results: list[GeneratedSample] = []
         for start in range(0, len(specs), self.max_batch_size):
             batch = self._batch(plan, specs[start : start + self.max_batch_size], params.max_new_tokens)
             results.extend(
                 self._decode(
-                    plan, batch, decode_params, torch.tensor(stop_ids, dtype=torch.long, device=self.device), generator
+                    plan, batch, params, torch.tensor(stop_ids, dtype=torch.long, device=self.device), generator
                 )
             )
-        if params.reference_logprobs:
-            self._score_reference(results)
         return results
 
     @torch.no_grad()
@@ -283,48 +277,11 @@ class TorchInterpolatedEngine:
         )
         return out.logits[:, -1]
 
-    def _score_reference(self, samples: list[GeneratedSample]) -> None:
-        """Every sample's reference log-probs from one teacher-forced forward of the reference per batch of rows.
-
-        Temperature 1 over the shared vocabulary, as `ops.interpolated_sample` returns them while decoding; only
-        the response's positions are kept (`logits_to_keep`). Counted as one reference pass over each response.
-        """
-        todo = [s for s in samples if s.token_ids]
-        for start in range(0, len(todo), self.max_batch_size):
-            chunk = todo[start : start + self.max_batch_size]
-            seqs = [s.prompt_ids + s.token_ids for s in chunk]
-            width = max(len(x) for x in seqs)
-            ids = torch.full((len(chunk), width), self.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, x in enumerate(seqs):
-                ids[i, width - len(x) :] = torch.as_tensor(x, dtype=torch.long)
-                mask[i, width - len(x) :] = 1
-            positions = position_ids(mask)
-            keep = max(len(s.token_ids) for s in chunk) + 1  # the last keep - 1 positions predict the responses
-            logits = self.reference(
-                input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                position_ids=positions.to(self.device),
-                use_cache=False,
-                logits_to_keep=keep,
-            ).logits
-            logprobs = torch.log_softmax(logits[..., : self.vocab_size].float(), dim=-1)
-            for i, s in enumerate(chunk):
-                n = len(s.token_ids)
-                picked = logprobs[i, keep - n - 1 : keep - 1]
-                tokens = torch.tensor(s.token_ids, dtype=torch.long, device=self.device)[:, None]
-                s.reference_logprobs = picked.gather(-1, tokens).squeeze(-1).tolist()
-                s.count_forwards(reference=1)
-        for s in samples:
-            if not s.token_ids:
-                s.reference_logprobs = []
-
     def _reference_rows(self, batch: _Batch, params: GenerationParams) -> torch.Tensor | bool | None:
         """Rows the reference must run on: all (None), a subset (index tensor), or none (False).
 
-        Sampling needs h_ref only where w != 0 (`generate` decodes with `reference_logprobs=False` and scores the
-        reference afterwards), so a PILAF batch (half w = 0) runs the reference on half the rows, a vanilla batch
-        not at all. With `reference_logprobs=True` here (a direct `_decode` call) it runs on every row.
+        Sampling needs h_ref only where w != 0; its log-probs are needed everywhere only when asked for.
+        So a PILAF batch (half w = 0) runs the reference on half the rows, a vanilla batch not at all.
         """
         if self.reference is None:
             return False
