@@ -107,15 +107,7 @@ def _fake_inputs(tmp_path: Path) -> Inputs:
     root = tmp_path / "demo"
     root.mkdir()
     (root / "train_prompts.jsonl").write_text("".join(json.dumps({"prompt": f"q{i}"}) + "\n" for i in range(192)))
-    demo = DemoSetup(
-        root=root,
-        policy=root / "policy",
-        base=root / "base",
-        reward_file=root / "gold_reward.py",
-        train_prompts=root / "train_prompts.jsonl",
-        eval_prompts=root / "eval_prompts.jsonl",
-        sft_stats={},
-    )
+    demo = DemoSetup.at(root, sft_stats={})
     return Inputs(demo=demo, sft_b=tmp_path / "demo_b" / "policy", soup=tmp_path / "out" / "soup")
 
 

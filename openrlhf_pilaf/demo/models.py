@@ -47,6 +47,19 @@ class DemoSetup:
     eval_prompts: Path  # JSONL {"prompt": ...}, disjoint from train_prompts
     sft_stats: dict
 
+    @classmethod
+    def at(cls, root: Path, sft_stats: dict) -> DemoSetup:
+        """The setup of a demo directory laid out as `prepare_demo` writes it (the one place its file names live)."""
+        return cls(
+            root=root,
+            policy=root / "policy",
+            base=root / "base",
+            reward_file=root / "gold_reward.py",
+            train_prompts=root / "train_prompts.jsonl",
+            eval_prompts=root / "eval_prompts.jsonl",
+            sft_stats=sft_stats,
+        )
+
     @property
     def num_train_prompts(self) -> int:
         return sum(1 for _ in self.train_prompts.open())
@@ -124,15 +137,7 @@ def prepare_demo(
         (tmp / "sft_stats.json").write_text(json.dumps(stats, indent=1))
 
     _build_once(out, build, record)
-    return DemoSetup(
-        root=out,
-        policy=out / "policy",
-        base=out / "base",
-        reward_file=out / "gold_reward.py",
-        train_prompts=out / "train_prompts.jsonl",
-        eval_prompts=out / "eval_prompts.jsonl",
-        sft_stats=json.loads((out / "sft_stats.json").read_text()),
-    )
+    return DemoSetup.at(out, json.loads((out / "sft_stats.json").read_text()))
 
 
 def _task_argv(

@@ -144,8 +144,9 @@ class DPODriver:
         )  # fmt: skip
         ids = [self.schedule.pair_id(k, i) for i in range(len(batch_all))]
         people = not self.oracle.inline
-        counters: dict[str, float] = {"policy_tokens": 0.0, "reference_tokens": 0.0, "new_pairs": 0.0}
-        if not (people and rd.import_record() is not None):  # else the labels are in: nothing to generate
+        counters: dict[str, float] = dict.fromkeys(TOKEN_COUNTERS, 0.0) | {"new_pairs": 0.0}
+        imported = people and rd.import_record() is not None
+        if not imported:  # else the labels are in: nothing to generate
             log = (
                 self.pair_log_at(rd.candidates, labelled=False)
                 if people
@@ -153,7 +154,7 @@ class DPODriver:
             )
             if any(i not in log for i in ids):
                 counters = self._generate(k, batch_all, ids, log)
-        if people and rd.import_record() is None:
+        if people and not imported:
             record = self.oracle.import_labels(rd.files(), ids)
             self._logs.pop(rd.pairs, None)
             if record is None:

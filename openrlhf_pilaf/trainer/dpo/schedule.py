@@ -25,13 +25,9 @@ from typing import Literal
 import numpy as np
 
 from openrlhf_pilaf.trainer.dpo.rounds import RoundDir, round_pair_id, step_pair_id
+from openrlhf_pilaf.utils.checks import check_int
 
 Mode = Literal["online", "iterative"]
-
-
-def _check_count(name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"schedule: {name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -49,13 +45,10 @@ class Schedule:
     def __post_init__(self) -> None:
         if self.mode not in ("online", "iterative"):
             raise ValueError(f"schedule: mode must be online or iterative, got {self.mode!r}")
-        _check_count("rounds", self.rounds, 1)
-        _check_count("prompts_per_round", self.prompts_per_round, 1)
-        _check_count("generation_batch", self.generation_batch, 1)
-        _check_count("epochs", self.epochs, 1)
-        _check_count("eval_every", self.eval_every, 0)
-        if self.train_batch is not None:
-            _check_count("train_batch", self.train_batch, 1)
+        for name, minimum in (("rounds", 1), ("prompts_per_round", 1), ("generation_batch", 1), ("epochs", 1)):
+            check_int(getattr(self, name), f"Schedule.{name}", min=minimum)
+        check_int(self.eval_every, "Schedule.eval_every", min=0)
+        check_int(self.train_batch, "Schedule.train_batch", min=1, allow_none=True)
 
     @classmethod
     def online(cls, *, steps: int, batch_size: int, eval_steps: int) -> Schedule:

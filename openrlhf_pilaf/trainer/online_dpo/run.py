@@ -23,6 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+from openrlhf_pilaf.engines.rules import load_policy_tokenizer as load_tokenizer  # the launcher's name for it
 from openrlhf_pilaf.trainer.online_dpo.config import OnlineDPOConfig
 
 if TYPE_CHECKING:
@@ -33,13 +34,6 @@ if TYPE_CHECKING:
     from openrlhf_pilaf.trainer.dpo.schedule import Schedule
 
 logger = logging.getLogger(__name__)
-
-
-def load_tokenizer(path: str, flag: str = "--actor.model_name_or_path"):
-    """The policy's tokenizer, left-padded (`engines.rules.load_policy_tokenizer`), refused naming `flag`."""
-    from openrlhf_pilaf.engines.rules import load_policy_tokenizer
-
-    return load_policy_tokenizer(path, flag)
 
 
 def check_tokenizers(cfg: OnlineDPOConfig, tokenizer, reference_path: str) -> None:
