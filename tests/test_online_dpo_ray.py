@@ -21,14 +21,16 @@ BRANCHES = {
 }
 
 
-def _fingerprints(ray, engine) -> dict:
+def _worker_rpc(ray, engine, method: str):
     def call(actor):
         loop = actor.llm.output_handler.get_loop()
-        return asyncio.run_coroutine_threadsafe(actor.llm.collective_rpc("pilaf_weight_fingerprints"), loop).result(
-            timeout=120
-        )
+        return asyncio.run_coroutine_threadsafe(actor.llm.collective_rpc(method), loop).result(timeout=120)
 
     return ray.get(engine.__ray_call__.remote(call))[0]
+
+
+def _fingerprints(ray, engine) -> dict:
+    return _worker_rpc(ray, engine, "pilaf_weight_fingerprints")
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +60,16 @@ def test_two_online_steps_through_ray_vllm_deepspeed(ray_cluster, tiny_suite, sh
     run = _run(shared, tiny_suite, tmp_path / "run", sampler, *extra)
     engine = run.parts.raw_engine.engine.engines[0]
     before = _fingerprints(ray_cluster, engine)
+    tokens_before = _worker_rpc(ray_cluster, engine, "pilaf_tokens_run")
     history = execute(run, save_model=False)
     after = _fingerprints(ray_cluster, engine)
+    tokens = {k: v - tokens_before[k] for k, v in _worker_rpc(ray_cluster, engine, "pilaf_tokens_run").items()}
+    # what the engine ran: vanilla / best-of-N rows (all at w = 0) never touch the reference half; hybrid's and
+    # PILAF's w != 0 rows do (two waves on CPU), and every row's reference log-probs come from the reference actor
+    assert tokens["policy"] > 0
+    assert (tokens["reference"] == 0) == (sampler in ("vanilla", "best_of_n")), tokens
+    for h in history:  # counted per row: the reference half only where sampling needs it, + the actor's one pass
+        assert h["reference_tokens"] == h["reference_tokens_needed"] + h["policy_tokens"], h
 
     assert [h["step"] for h in history] == [1, 2] and all(math.isfinite(h["loss"]) for h in history)
     assert after["reference"] == before["reference"], "a weight sync touched the reference half"

@@ -442,3 +442,117 @@ class TestReferenceLogprobs:
             tokens = list(out.outputs[0].token_ids)
             z = interpolated_logits(*hf.logits(prompt + tokens), w)
             assert tokens == z[len(prompt) - 1 : -1].argmax(dim=-1).tolist()
+
+
+# ---------------------------------------------------------------- 4. steps without the reference half
+
+
+def _long_prompts(hf: _HF, first: int, n: int) -> list[list[int]]:
+    """Prompts of 3 to 5 KV blocks of 32 tokens, so that prefix caching has whole blocks to share."""
+    return [(p * 8)[: 96 + 16 * (i % 3)] for i, p in enumerate(hf.prompt_ids(first + n)[first:])]
+
+
+class TestPolicyOnlySteps:
+    """A step whose rows all sit at w = 0 runs the policy half only (model.py), and with prefix caching on such
+    requests keep their own KV namespace, so rows at other w never read a reference KV that was never written."""
+
+    @pytest.fixture(scope="class")
+    def engine(self, tiny_suite):
+        llm = _start_engine(
+            tiny_suite.policy,
+            tiny_suite.reference,
+            "sampled",
+            max_num_seqs=8,
+            enable_prefix_caching=True,
+            block_size=32,
+        )
+        yield llm
+        _stop_engine(llm)
+
+    @pytest.fixture(scope="class")
+    def hf(self, tiny_suite):
+        return _HF(tiny_suite.policy, tiny_suite.reference)
+
+    @staticmethod
+    def _tokens_run(engine) -> dict[str, int]:
+        (counts,) = engine.collective_rpc("pilaf_tokens_run")
+        return counts
+
+    def _policy_only_wave(self, engine, prompts, *, salted: bool) -> None:
+        """What VllmGenerationEngine sends for w = 0 rows (salted=False: the mark without the salt)."""
+        from openrlhf_pilaf.engines.interface import GenerationParams
+        from openrlhf_pilaf.engines.vllm_interp.generation import sampling_params
+        from openrlhf_pilaf.engines.vllm_interp.names import POLICY_ONLY_SALT
+
+        params = GenerationParams(max_new_tokens=4, temperature=1.0)
+        requests = [{"prompt_token_ids": p, **({"cache_salt": POLICY_ONLY_SALT} if salted else {})} for p in prompts]
+        before = self._tokens_run(engine)
+        engine.generate(requests, [sampling_params(0.0, params, policy_only=True) for _ in prompts], use_tqdm=False)
+        after = self._tokens_run(engine)
+        assert after["reference"] == before["reference"], "a policy-only wave ran the reference half"
+        assert after["policy"] > before["policy"]  # (prompt blocks cached by earlier tests are not recomputed)
+
+    def test_w_zero_plan_runs_one_model_and_stays_exact(self, engine, hf):
+        from openrlhf_pilaf.engines.interface import GenerationParams, GenerationPlan, SampleSpec
+        from openrlhf_pilaf.engines.vllm_interp.generation import VllmGenerationEngine
+
+        prompts = hf.prompt_ids(3)
+        plan = GenerationPlan(prompts=prompts, samples=[SampleSpec(p, 0.0) for p in range(3) for _ in range(2)])
+        before = self._tokens_run(engine)
+        samples = VllmGenerationEngine(engine, logprobs="policy").generate(
+            plan, GenerationParams(max_new_tokens=6, temperature=1.0, reference_logprobs=False)
+        )
+        after = self._tokens_run(engine)
+        assert after["reference"] == before["reference"]
+        assert after["policy"] - before["policy"] >= sum(len(s.prompt_ids) + len(s.token_ids) - 1 for s in samples)
+        assert all(s.forwards_run == (1, 0) for s in samples)
+        for s in samples:  # the drawn tokens' log-probs are the policy's own
+            want = torch.log_softmax(hf.logits(s.prompt_ids + s.token_ids)[0], dim=-1)
+            got = torch.tensor(s.policy_logprobs, dtype=torch.float64)
+            rows = want[len(s.prompt_ids) - 1 : -1].gather(-1, torch.tensor(s.token_ids)[:, None]).squeeze(-1)
+            assert (got - rows).abs().max().item() < LOGPROB_TOL
+
+    def test_unmarked_w_zero_requests_run_both_halves_under_prefix_caching(self, engine, hf):
+        before = self._tokens_run(engine)
+        engine.generate([{"prompt_token_ids": hf.prompt_ids(1)[0]}], _params(0.0, max_tokens=2), use_tqdm=False)
+        assert self._tokens_run(engine)["reference"] > before["reference"]
+
+    def test_rows_at_other_w_after_a_policy_only_wave_are_exact(self, engine, hf):
+        """The same long prompts, first at w = 0 (policy-only steps), then at w != 0 with their full-vocabulary
+        log-probs checked against float64 logits of the two HF models, and mixed with marked w = 0 rows in one
+        wave (whose reference half then reads KV it never wrote: their own logits must not see it)."""
+        prompts = _long_prompts(hf, 0, 3)
+        self._policy_only_wave(engine, prompts, salted=True)
+        self._check_exact_after(engine, hf, prompts, ws=(0.5, -1.0, 0.2), tol=LOGPROB_TOL)
+
+    def test_without_the_salt_a_cached_block_carries_unwritten_reference_kv(self, engine, hf):
+        """The power check of the test above: the mark without the salt lets the w != 0 rows hit the w = 0 rows'
+        blocks, whose reference KV was never written, and their log-probs go wrong (what the salt prevents)."""
+        prompts = _long_prompts(hf, 3, 3)
+        self._policy_only_wave(engine, prompts, salted=False)
+        worst = self._check_exact_after(engine, hf, prompts, ws=(-1.0,), tol=None)
+        print(f"mark without the salt: max log-prob error {worst:.2e} (tolerance of the exact test {LOGPROB_TOL})")
+        assert worst > 50 * LOGPROB_TOL, f"no damage without the salt ({worst:.2e}): the test above proves nothing"
+
+    def _check_exact_after(self, engine, hf, prompts, *, ws, tol) -> float:
+        from openrlhf_pilaf.engines.interface import GenerationParams
+        from openrlhf_pilaf.engines.vllm_interp.generation import sampling_params
+        from openrlhf_pilaf.engines.vllm_interp.names import POLICY_ONLY_SALT
+
+        metas = [(p, w) for p in prompts for w in ws]
+        requests = [{"prompt_token_ids": p} for p, _ in metas]
+        params = [_params(w, n=2, max_tokens=4, ignore_eos=True, logprobs=-1) for _, w in metas]
+        # marked, salted w = 0 rows in the same wave
+        zero = sampling_params(0.0, GenerationParams(max_new_tokens=4, temperature=1.0), policy_only=True)
+        zero.logprobs, zero.ignore_eos = -1, True
+        for p in prompts:
+            requests.append({"prompt_token_ids": p, "cache_salt": POLICY_ONLY_SALT})
+            params.append(zero)
+            metas.append((p, 0.0))
+        outputs = engine.generate(requests, params, use_tqdm=False)
+        worst, checked = _worst_token_error(outputs, metas, hf, interpolated_logprobs)
+        print(f"after a policy-only wave, w in {ws} and 0: {checked} tokens, max log-prob error {worst:.2e}")
+        assert checked > 0
+        if tol is not None:
+            assert worst < tol, worst
+        return worst

@@ -215,5 +215,7 @@ def test_generation_interface_over_rollout_actors(ray_cluster, engine, tokenizer
         want = exact[len(s.prompt_ids) - 1 : -1].gather(-1, torch.tensor(s.token_ids)[:, None]).squeeze(-1)
         worst = max(worst, (torch.tensor(s.sampled_logprobs, dtype=torch.float64) - want).abs().max().item())
         assert s.reference_logprobs is None and len(s.policy_logprobs) == len(s.token_ids)  # filled by the scorer
+        # two waves (w = 0 rows first): a w = 0 row's steps never ran the reference half; +1 policy: the scorer
+        assert s.forwards_run == (1 + bool(s.token_ids), int(s.w != 0)), (s.w, s.forwards_run)
     print(f"generation interface over the Ray actor, after its own sync: max |log-prob - exact| = {worst:.2e}")
     assert worst < LOGPROB_TOL, worst

@@ -26,6 +26,7 @@ from openrlhf_pilaf.engines.vllm_interp.names import (  # noqa: E402
     HF_REFERENCE_PATH,
     INTERPOLATED_ARCHITECTURE,
     LOGITS_PROCESSOR,
+    POLICY_ONLY_KEY,
     W_KEY,
 )
 from openrlhf_pilaf.engines.vllm_interp.semantics import request_w  # noqa: E402
@@ -310,10 +311,14 @@ needs_v2 = pytest.mark.skipif(
 )
 
 
-def _processor_config(default_w=0.0, logprobs="policy", reference_path="/ref", vocab_size=None):
+def _processor_config(default_w=0.0, logprobs="policy", reference_path="/ref", vocab_size=None, prefix_caching=False):
     hf = _hf_config(**{HF_DEFAULT_W: default_w, HF_LOGPROBS: logprobs, HF_REFERENCE_PATH: reference_path})
     hf.vocab_size = vocab_size
-    return types.SimpleNamespace(model_config=types.SimpleNamespace(hf_config=hf), instance_id=uuid.uuid4().hex)
+    return types.SimpleNamespace(
+        model_config=types.SimpleNamespace(hf_config=hf),
+        cache_config=types.SimpleNamespace(enable_prefix_caching=prefix_caching),
+        instance_id=uuid.uuid4().hex,
+    )
 
 
 def _params(w=None):
@@ -637,3 +642,112 @@ def test_interpolated_engine_kwargs_refuse_overrides(tmp_path, monkeypatch):
         launch.create_interpolated_vllm_engines(cfg, pretrain="pol", logprobs_mode="raw_logprobs")
     with pytest.raises(ValueError, match="worker extension"):
         launch.create_interpolated_vllm_engines(cfg, pretrain="pol", worker_extension_cls="x.Y")
+
+
+# ---------------------------------------------------------------- steps without the reference half
+
+
+@needs_v1
+@pytest.mark.parametrize("logprobs", ["policy", "sampled", "reference"])
+def test_v1_step_plan_runs_the_reference_only_when_a_row_needs_it(logprobs):
+    """update_state (before the forward) tells the model whether any row of the batch needs the reference: never
+    in the "reference" mode (its logits are the reference's), otherwise iff some row is not at w = 0."""
+    from vllm.v1.sample.logits_processor import BatchUpdate
+
+    from openrlhf_pilaf.engines.vllm_interp.handoff import channel_for
+
+    vcfg = _processor_config(logprobs=logprobs)
+    proc = _lp.InterpolationLogitsProcessor(vcfg, torch.device("cpu"), False)
+    channel = channel_for(vcfg)
+    skip = logprobs != "reference"
+    proc.update_state(
+        BatchUpdate(2, removed=[], added=[(0, _params(0.0), None, []), (1, _params(), None, [])], moved=[])
+    )
+    assert channel.take_step_plan() is not skip  # default w 0 and an explicit 0: policy-only rows
+    assert channel.take_step_plan() is True  # one plan serves one forward; without a plan, both halves run
+    proc.update_state(None)  # same rows next step: the plan is sent again
+    assert channel.take_step_plan() is not skip
+    proc.update_state(BatchUpdate(3, removed=[], added=[(2, _params(0.1), None, [])], moved=[]))
+    assert channel.take_step_plan() is True
+    proc.update_state(BatchUpdate(2, removed=[2], added=[], moved=[]))
+    assert channel.take_step_plan() is not skip
+
+
+@needs_v1
+def test_v1_prefix_caching_skips_only_marked_requests():
+    """With prefix caching, an unmarked w = 0 request may share KV blocks with a w != 0 one, so it runs both halves."""
+    from vllm import SamplingParams
+    from vllm.v1.sample.logits_processor import BatchUpdate
+
+    from openrlhf_pilaf.engines.vllm_interp.handoff import channel_for
+
+    vcfg = _processor_config(prefix_caching=True)
+    proc = _lp.InterpolationLogitsProcessor(vcfg, torch.device("cpu"), False)
+    channel = channel_for(vcfg)
+    marked = SamplingParams(extra_args={W_KEY: 0.0, POLICY_ONLY_KEY: True})
+    proc.update_state(BatchUpdate(1, removed=[], added=[(0, _params(0.0), None, [])], moved=[]))
+    assert channel.take_step_plan() is True
+    proc.update_state(BatchUpdate(1, removed=[0], added=[(0, marked, None, [])], moved=[]))
+    assert channel.take_step_plan() is False
+
+
+def test_policy_only_mark_is_refused_away_from_w_zero():
+    from vllm import SamplingParams
+
+    cls = _lp.InterpolationLogitsProcessor
+    cls.validate_params(SamplingParams(extra_args={W_KEY: 0.0, POLICY_ONLY_KEY: True}))
+    for extra in ({W_KEY: 0.1, POLICY_ONLY_KEY: True}, {POLICY_ONLY_KEY: True}, {W_KEY: 0.0, POLICY_ONLY_KEY: 1}):
+        with pytest.raises(ValueError, match=POLICY_ONLY_KEY):
+            cls.validate_params(SamplingParams(extra_args=extra))
+
+
+@needs_v1
+def test_v1_terms_without_reference_serve_only_policy_rows():
+    """A policy-only step publishes no difference: fine for a batch at w = 0 (base and padding ban only), refused
+    for a batch with a row at another w."""
+    from vllm.v1.sample.logits_processor import BatchUpdate
+
+    from openrlhf_pilaf.engines.vllm_interp.handoff import HandoffError, InterpolationTerms, channel_for
+
+    vcfg = _processor_config()
+    proc = _lp.InterpolationLogitsProcessor(vcfg, torch.device("cpu"), False)
+    channel = channel_for(vcfg)
+    base = torch.randn(2, 6)
+    want = base.clone()
+    want[:, 4:] = -math.inf
+    proc.update_state(
+        BatchUpdate(2, removed=[], added=[(0, _params(0.0), None, []), (1, _params(0.0), None, [])], moved=[])
+    )
+    channel.publish(InterpolationTerms(base=base, delta=None, w_base=0.0, banned_from=4))
+    torch.testing.assert_close(proc.apply(base), want)
+    proc.update_state(BatchUpdate(2, removed=[1], added=[(1, _params(0.3), None, [])], moved=[]))
+    base = torch.randn(2, 6)
+    channel.publish(InterpolationTerms(base=base, delta=None, w_base=0.0, banned_from=None))
+    with pytest.raises(HandoffError, match="ran the policy half only"):
+        proc.apply(base)
+    with pytest.raises(HandoffError, match="w_base 0"):
+        channel.publish(InterpolationTerms(base=base, delta=None, w_base=-1.0, banned_from=None))
+
+
+@needs_v1
+def test_v1_rows_at_w_zero_never_take_the_difference():
+    """In a mixed step a w = 0 row may have skipped the reference before, so its reference half read unwritten KV:
+    its delta row may be anything, NaN included, and must not reach its logits (0 * NaN is NaN)."""
+    from vllm.v1.sample.logits_processor import BatchUpdate
+
+    from openrlhf_pilaf.engines.vllm_interp.handoff import channel_for
+
+    vcfg = _processor_config()
+    proc = _lp.InterpolationLogitsProcessor(vcfg, torch.device("cpu"), False)
+    channel = channel_for(vcfg)
+    ws = [0.0, 0.5, 0.0, -1.0]
+    proc.update_state(BatchUpdate(4, removed=[], added=[(i, _params(w), None, []) for i, w in enumerate(ws)], moved=[]))
+    terms = _terms(rows=4, vocab=6, seed=3)
+    terms.delta[0] = float("nan")
+    terms.delta[2] = float("inf")
+    want = terms.base.clone()
+    for i, w in enumerate(ws):
+        if w:
+            want[i] += w * terms.delta[i]
+    channel.publish(terms)
+    torch.testing.assert_close(proc.apply(terms.base), want)

@@ -11,6 +11,16 @@ Two front-ends, one conversion:
   requests as OpenRLHF does. Online and iterative DPO generate through it; it can also push trained
   policy weights into the engines (the reference half never changes).
 
+Waves: a step of the interpolated engine runs the reference half only if one of its rows needs it
+(model.py), so a vanilla or best-of-N batch costs one model per token. A mixed batch (PILAF's, hybrid's)
+runs both halves on every row of a step that holds any w != 0 row. With `waves=True` the front ends
+therefore send the rows that need no reference (w = 0; not in the "reference" mode) first and the rest
+after, so that every step is homogeneous: on a compute-bound CPU that is what takes a PILAF batch from
+2x to about 1.5x a vanilla one (docs/benchmarks.md). On a memory-bound GPU a step costs what reading both
+models' weights costs whatever its row count, so one mixed wave is cheaper there than two waves
+(policy-only, then both): pass `waves=False`. The online DPO launcher sets it from the cluster
+(waves on CPU, one wave with GPUs).
+
 Each SampleSpec becomes a request with `extra_args={"pilaf_w": w}` (`sampling_params`). vLLM returns one kind of
 log-prob per token, fixed by the engine's `logprobs` mode (policy, reference or sampled); it goes to
 the matching field of GeneratedSample, and the policy's or the reference's, when missing, are filled
@@ -29,22 +39,29 @@ from torch import nn
 
 from openrlhf_pilaf.engines.interface import GeneratedSample, GenerationParams, GenerationPlan
 from openrlhf_pilaf.engines.scoring import fill_logprobs
-from openrlhf_pilaf.engines.vllm_interp.names import W_KEY
+from openrlhf_pilaf.engines.vllm_interp.names import POLICY_ONLY_KEY, POLICY_ONLY_SALT, W_KEY
 from openrlhf_pilaf.engines.vllm_interp.semantics import LOGPROBS_MODES
 
 # engine logprobs mode -> GeneratedSample field its returned log-probs fill
 _FIELD_OF_MODE = {"policy": "policy_logprobs", "reference": "reference_logprobs", "sampled": "sampled_logprobs"}
 
 
-def sampling_params(w: float, params: GenerationParams, **overrides):
+def sampling_params(w: float, params: GenerationParams, *, policy_only: bool = False, **overrides):
     """vLLM's SamplingParams of one request at weight w: the plan's decoding settings, one log-prob per token
-    (the engine's logprobs mode says whose), and w under the key the interpolated model reads."""
+    (the engine's logprobs mode says whose), and w under the key the interpolated model reads. `policy_only`:
+    mark a w = 0 request whose prompt carries names.POLICY_ONLY_SALT, so that it skips the reference half
+    with prefix caching on too."""
     from vllm import SamplingParams
 
     kw = {}
     if params.stop_token_ids is not None:  # exactly these, instead of the tokenizer's EOS
         kw = {"ignore_eos": True, "stop_token_ids": list(params.stop_token_ids)}
     kw.update(overrides)
+    extra = {W_KEY: float(w)}
+    if policy_only:
+        if w != 0.0:
+            raise ValueError(f"policy_only marks requests at w = 0, not w = {w}")
+        extra[POLICY_ONLY_KEY] = True
     return SamplingParams(
         n=1,
         max_tokens=params.max_new_tokens,
@@ -52,7 +69,7 @@ def sampling_params(w: float, params: GenerationParams, **overrides):
         top_p=params.top_p,
         top_k=params.top_k if params.top_k > 0 else -1,
         logprobs=0,
-        extra_args={W_KEY: float(w)},
+        extra_args=extra,
         **kw,
     )
 
@@ -80,6 +97,28 @@ class _VllmFrontEnd:
         # fills reference_logprobs another way (OpenRLHF's reference actors, the DPO reference or the soup)
         self.reference_filler = reference_filler
         self.pad_token_id = pad_token_id
+        self.waves = True
+        # whether a request that skips the reference, alone in its steps, is computed without it (reference_ran)
+        self.reference_skipped_when_alone = True
+
+    def skips_reference(self, w: float) -> bool:
+        """Whether a request at w needs no reference half to be sampled (its returned log-probs included)."""
+        return w == 0.0 and self.logprobs != "reference"
+
+    def wave_order(self, plan: GenerationPlan) -> list[list[int]]:
+        """Sample indices per wave: with `waves`, those that skip the reference first, then the rest."""
+        everything = list(range(len(plan.samples)))
+        if not self.waves:
+            return [everything]
+        first = [j for j in everything if self.skips_reference(plan.samples[j].w)]
+        rest = [j for j in everything if not self.skips_reference(plan.samples[j].w)]
+        return [wave for wave in (first, rest) if wave]
+
+    def reference_ran(self, w: float) -> int:
+        """Whether the engine's reference half ran on this request's tokens: not for a request that skips it in a
+        wave of its own (every step of that wave is policy-only); otherwise counted as run (in one mixed wave the
+        request shares steps with rows that need it)."""
+        return 0 if self.waves and self.reference_skipped_when_alone and self.skips_reference(w) else 1
 
     def _check(self, params: GenerationParams) -> None:
         if params.seed is not None:
@@ -114,7 +153,7 @@ class _VllmFrontEnd:
                 finish_reason=completion.finish_reason,
             )
             setattr(sample, field, lps)
-            sample.count_forwards(1, 1)  # the interpolated model runs both halves on every token
+            sample.count_forwards(1, self.reference_ran(spec.w))
             samples.append(sample)
         return samples
 
@@ -127,7 +166,7 @@ class _VllmFrontEnd:
         if params.reference_logprobs and self.logprobs != "reference" and self.reference_filler is not None:
             self.reference_filler(samples)
             for s in samples:
-                s.count_forwards(reference=1)  # a second reference pass over the response (the filler's)
+                s.count_forwards(reference=1)  # the filler's teacher-forced reference pass over the response
         return samples
 
 
@@ -141,18 +180,36 @@ class VllmGenerationEngine(_VllmFrontEnd):
         logprobs: str,
         scorers: Mapping[str, nn.Module] | None = None,
         pad_token_id: int | None = None,
+        waves: bool = True,
     ):
+        """`waves`: see the module docstring (True on CPU, False on a GPU)."""
         super().__init__(logprobs, scorers, pad_token_id)
         self.llm = llm
+        self.waves = bool(waves)
 
     def generate(self, plan: GenerationPlan, params: GenerationParams) -> list[GeneratedSample]:
         self._check(params)
-        outputs = self.llm.generate(
-            [{"prompt_token_ids": list(plan.prompts[s.prompt])} for s in plan.samples],
-            [sampling_params(s.w, params, detokenize=False) for s in plan.samples],
-            use_tqdm=False,
-        )
+        outputs: list = [None] * len(plan.samples)
+        for wave in self.wave_order(plan):
+            got = self.llm.generate(
+                [self._prompt(plan, j) for j in wave],
+                [
+                    sampling_params(w, params, policy_only=self.skips_reference(w), detokenize=False)
+                    for w in (plan.samples[j].w for j in wave)
+                ],
+                use_tqdm=False,
+            )
+            for j, out in zip(wave, got, strict=True):
+                outputs[j] = out
         return self.score(self.convert(plan, outputs), params)
+
+    def _prompt(self, plan: GenerationPlan, j: int) -> dict:
+        """A request's prompt; one that skips the reference gets its own prefix-cache namespace (names.py)."""
+        spec = plan.samples[j]
+        prompt = {"prompt_token_ids": list(plan.prompts[spec.prompt])}
+        if self.skips_reference(spec.w):
+            prompt["cache_salt"] = POLICY_ONLY_SALT
+        return prompt
 
 
 class RayVllmGenerationEngine(_VllmFrontEnd):
@@ -170,14 +227,20 @@ class RayVllmGenerationEngine(_VllmFrontEnd):
         tensor_parallel_size: int = 1,
         reference_filler: Callable[[list[GeneratedSample]], None] | None = None,
         min_new_tokens: int = 1,
+        waves: bool = True,
+        prefix_caching: bool = False,
     ):
         """`min_new_tokens`: vLLM's min_tokens. 1 (the DPO runs) keeps every response non-empty, at the price that
         the first token is drawn with EOS masked: its `sampled` log-prob is of that renormalised distribution (the
-        `policy` and `reference` modes are the models' own, unaffected). 0 samples z(w) exactly."""
+        `policy` and `reference` modes are the models' own, unaffected). 0 samples z(w) exactly.
+        `waves`: see the module docstring. `prefix_caching`: whether the engines were started with it; OpenRLHF's
+        rollout actors build prompts without a cache_salt, so with it on every request runs both halves."""
         if not engines:
             raise ValueError("RayVllmGenerationEngine needs at least one rollout engine")
         super().__init__(logprobs, scorers, pad_token_id, reference_filler)
         self.engines = list(engines)
+        self.waves = bool(waves)
+        self.reference_skipped_when_alone = not prefix_caching
         self.tensor_parallel_size = tensor_parallel_size
         self._sync_group = None
         self._generator = _make_samples_generator(tokenizer, self.engines, max_len, min_new_tokens)
@@ -188,18 +251,22 @@ class RayVllmGenerationEngine(_VllmFrontEnd):
             raise ValueError(
                 "the Ray rollout engines take prompt texts (OpenRLHF's executor tokenises them): GenerationPlan(texts=)"
             )
-        groups: dict[tuple[int, float], list[int]] = defaultdict(list)
-        for j, spec in enumerate(plan.samples):
-            groups[(spec.prompt, float(spec.w))].append(j)
-        keys = [(p, w, len(js)) for (p, w), js in groups.items()]
-        batch = (["default"] * len(keys), [plan.texts[p] for p, _, _ in keys], keys, [None] * len(keys))
-        responses, _, _ = self._generator._generate_vllm(
-            dataloader_iter=iter([batch]), num_prompts=len(keys), dynamic_filtering=False, params=params
-        )
         by_key: dict[tuple[int, float], list[dict]] = defaultdict(list)
-        for r in responses:
-            p, w, _ = r["label"]
-            by_key[(p, w)].append(r)
+        groups: dict[tuple[int, float], list[int]] = defaultdict(list)
+        for wave in self.wave_order(plan):
+            wave_groups: dict[tuple[int, float], list[int]] = defaultdict(list)
+            for j in wave:
+                wave_groups[(plan.samples[j].prompt, float(plan.samples[j].w))].append(j)
+            for key, js in wave_groups.items():
+                groups[key].extend(js)
+            keys = [(p, w, len(js)) for (p, w), js in wave_groups.items()]
+            batch = (["default"] * len(keys), [plan.texts[p] for p, _, _ in keys], keys, [None] * len(keys))
+            responses, _, _ = self._generator._generate_vllm(
+                dataloader_iter=iter([batch]), num_prompts=len(keys), dynamic_filtering=False, params=params
+            )
+            for r in responses:
+                p, w, _ = r["label"]
+                by_key[(p, w)].append(r)
         out: list[GeneratedSample | None] = [None] * len(plan.samples)
         for (p, w), js in groups.items():
             got = by_key[(p, w)]
@@ -234,7 +301,7 @@ class RayVllmGenerationEngine(_VllmFrontEnd):
             finish_reason="length" if response.get("truncated") else "stop",
         )
         setattr(sample, _FIELD_OF_MODE[self.logprobs], [float(v) for v in lps[start:end]])
-        sample.count_forwards(1, 1)  # the interpolated model runs both halves on every token
+        sample.count_forwards(1, self.reference_ran(w))
         return sample
 
     def update_policy(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:

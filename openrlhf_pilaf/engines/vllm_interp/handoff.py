@@ -13,6 +13,14 @@ therefore refuses, with HandoffError, terms that:
   logits came from somewhere else. Model Runner V2 copies logits before its processors, so there
   only shape and freshness are checked.
 
+The channel also carries one message the other way, before the step: the V1 runner calls the processor's
+`update_state` before the model's forward, and the processor, which alone knows every row's w, says whether
+any row of the coming forward needs the reference half (`plan_step`). The model reads that plan once
+(`take_step_plan`; a forward without a plan runs both halves, so warm-up, profiling and Model Runner V2,
+which has no such hook, are never wrong) and, when no row needs it, runs the policy half only and
+publishes terms without a difference (`delta=None`); the processor refuses those for a batch in which
+some row sits at another w.
+
 One channel per engine, keyed by the vLLM config's instance id: model and processor are built from
 the same config object inside one worker, and two engines in one process do not share a channel.
 """
@@ -34,7 +42,9 @@ class InterpolationTerms:
     """One step's logits in the form z(w) = base + (w - w_base) * delta."""
 
     base: torch.Tensor  # [R, V] float32: what compute_logits returned, the interpolation at w = w_base
-    delta: torch.Tensor  # [R, V] float32: h_policy - h_ref (0 in columns the reference lacks)
+    # [R, V] float32: h_policy - h_ref (0 in columns the reference lacks); None when the reference half did not
+    # run this step (every row at w = w_base = 0, see plan_step)
+    delta: torch.Tensor | None
     w_base: float
     # First column past the shared vocabulary (policy vocabulary wider than the reference's): never
     # sampled, in any row (the vocabulary rule, docs/interpolation.md). None when every column may be sampled.
@@ -46,14 +56,39 @@ class LogitsHandoff:
         self._terms: InterpolationTerms | None = None
         self._published = 0
         self._taken = 0
+        self._reference_needed = True
+        self._tokens_run = {"policy": 0, "reference": 0}
 
+    # ---- before the forward: does any row need the reference half?
+    def plan_step(self, reference_needed: bool) -> None:
+        """The processor (V1 runner, `update_state`): whether the coming forward has a row that needs the reference."""
+        self._reference_needed = bool(reference_needed)
+
+    def take_step_plan(self) -> bool:
+        """The model (`forward`): whether to run the reference half. One plan serves one forward; without a
+        fresh plan the answer is True (both halves), the safe default."""
+        needed, self._reference_needed = self._reference_needed, True
+        return needed
+
+    def count_tokens(self, half: str, tokens: int) -> None:
+        """Tokens each half ran (the forward's input rows), for `tokens_run` and the benchmarks."""
+        self._tokens_run[half] += int(tokens)
+
+    @property
+    def tokens_run(self) -> dict[str, int]:
+        """{"policy": n, "reference": n}: token rows each half has run since the engine started."""
+        return dict(self._tokens_run)
+
+    # ---- after the forward: the step's logits
     def publish(self, terms: InterpolationTerms) -> None:
-        if terms.base.dtype != torch.float32 or terms.delta.dtype != torch.float32:
-            raise HandoffError(f"terms must be float32, got base {terms.base.dtype} and delta {terms.delta.dtype}")
-        if terms.base.shape != terms.delta.shape or terms.base.dim() != 2:
-            raise HandoffError(
-                f"base {tuple(terms.base.shape)} and delta {tuple(terms.delta.shape)} must be equal [R, V]"
-            )
+        delta_dtype = None if terms.delta is None else terms.delta.dtype
+        if terms.base.dtype != torch.float32 or delta_dtype not in (None, torch.float32):
+            raise HandoffError(f"terms must be float32, got base {terms.base.dtype} and delta {delta_dtype}")
+        if terms.base.dim() != 2 or (terms.delta is not None and terms.base.shape != terms.delta.shape):
+            delta_shape = None if terms.delta is None else tuple(terms.delta.shape)
+            raise HandoffError(f"base {tuple(terms.base.shape)} and delta {delta_shape} must be equal [R, V]")
+        if terms.delta is None and terms.w_base != 0.0:
+            raise HandoffError(f"terms without a difference must be the policy's (w_base 0), not w_base {terms.w_base}")
         self._terms = terms
         self._published += 1
 

@@ -30,13 +30,13 @@ imports on every version and the class is a subclass of exactly the interfaces t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
 from openrlhf_pilaf.engines.vllm_interp.handoff import HandoffError, InterpolationTerms, channel_for
 from openrlhf_pilaf.engines.vllm_interp.model import read_settings
-from openrlhf_pilaf.engines.vllm_interp.names import W_KEY
+from openrlhf_pilaf.engines.vllm_interp.names import POLICY_ONLY_KEY, W_KEY
 from openrlhf_pilaf.engines.vllm_interp.semantics import request_w
 
 if TYPE_CHECKING:
@@ -91,53 +91,94 @@ if not (HAS_V1_INTERFACE or HAS_V2_INTERFACE):
     )
 
 
-def _interpolate_rows(logits: torch.Tensor, terms: InterpolationTerms, coef: torch.Tensor | None) -> torch.Tensor:
+def _interpolate_rows(
+    logits: torch.Tensor, terms: InterpolationTerms, coef: torch.Tensor | None, moved: torch.Tensor | None = None
+) -> torch.Tensor:
     """In place: logits[i] += coef[i] * delta[i] (skipped when coef is None: all zero); then -inf past the
-    shared vocabulary in every row."""
+    shared vocabulary in every row. `moved`: the rows with coef != 0 when some are 0 (V1 runner), which
+    alone are touched: a row at w_base may have skipped the reference in earlier steps, so its reference
+    half read KV never written, and 0 * delta must not carry that into its logits."""
     if coef is not None:
-        logits.addcmul_(coef.unsqueeze(1), terms.delta)  # z(w) = z(w_base) + (w - w_base) * (h_policy - h_ref)
+        if terms.delta is None:
+            raise HandoffError(
+                "rows of this batch need the reference half, but the model ran the policy half only this step "
+                "(the step plan and the batch's w disagree)"
+            )
+        if moved is None:
+            logits.addcmul_(coef.unsqueeze(1), terms.delta)  # z(w) = z(w_base) + (w - w_base) * (h_policy - h_ref)
+        else:
+            rows = logits.index_select(0, moved)
+            rows.addcmul_(coef.index_select(0, moved).unsqueeze(1), terms.delta.index_select(0, moved))
+            logits.index_copy_(0, moved, rows)
     if terms.banned_from is not None:
         logits[:, terms.banned_from :] = float("-inf")
     return logits
 
 
-class _PersistentBatchRows:
-    """V1 runner: w per position in the persistent batch, following vLLM's add / remove / move updates."""
+class _Row(NamedTuple):
+    w: float
+    # no row needs the reference half for this request: its logits are the policy's and its KV blocks are
+    # never read by a request that needs the reference (names.POLICY_ONLY_KEY)
+    policy_only: bool
 
-    def __init__(self, default_w: float, w_base: float, device: torch.device):
+
+class _PersistentBatchRows:
+    """V1 runner: w per position in the persistent batch, following vLLM's add / remove / move updates.
+
+    `policy_only_allowed(params)` says whether a request at w_base = 0 may skip the reference half (the
+    processor decides it from the log-probs mode and prefix caching); `reference_needed()` is then the
+    step plan: whether any row of the batch needs the reference half."""
+
+    def __init__(self, default_w: float, w_base: float, device: torch.device, policy_only_allowed=None):
         self.default_w, self.w_base, self.device = default_w, w_base, device
-        self.w_by_row: dict[int, float] = {}
+        self._policy_only_allowed = policy_only_allowed or (lambda params: False)
+        self.rows: dict[int, _Row] = {}
         self.batch_size = 0
-        self._cached: tuple[torch.Tensor | None] | None = None
+        self._cached: tuple[torch.Tensor | None, torch.Tensor | None] | None = None
 
     def update(self, batch_update: BatchUpdate | None) -> None:
         if batch_update is None:
             return
         # vLLM's documented order: removed, then added, then moved.
         for row in batch_update.removed:
-            self.w_by_row.pop(row, None)
+            self.rows.pop(row, None)
         for row, params, _prompt, _output in batch_update.added:
-            self.w_by_row[row] = request_w(params.extra_args, self.default_w)
+            w = request_w(params.extra_args, self.default_w)
+            self.rows[row] = _Row(w, w == 0.0 and self.w_base == 0.0 and self._policy_only_allowed(params))
         for a, b, direction in batch_update.moved:
-            wa, wb = self.w_by_row.pop(a, None), self.w_by_row.pop(b, None)
-            if wa is not None:
-                self.w_by_row[b] = wa
-            if direction == MoveDirectionality.SWAP and wb is not None:
-                self.w_by_row[a] = wb
+            ra, rb = self.rows.pop(a, None), self.rows.pop(b, None)
+            if ra is not None:
+                self.rows[b] = ra
+            if direction == MoveDirectionality.SWAP and rb is not None:
+                self.rows[a] = rb
         self.batch_size = batch_update.batch_size
         self._cached = None
 
-    def _coefficients(self) -> torch.Tensor | None:
-        """[batch] w - w_base on the device, or None when every row is at w_base (cached per batch layout)."""
+    def reference_needed(self) -> bool:
+        """Whether a row of the current batch needs the reference half (a row without state: yes)."""
+        for row in range(self.batch_size):
+            state = self.rows.get(row)
+            if state is None or not state.policy_only:
+                return True
+        return False
+
+    def _coefficients(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """([batch] w - w_base on the device, or None when every row is at w_base; the rows with w != w_base when
+        only some are, else None), cached per batch layout."""
         if self._cached is None:
             w = torch.full((self.batch_size,), self.default_w, dtype=torch.float32)
-            for row, wi in self.w_by_row.items():
+            for row, state in self.rows.items():
                 if row >= self.batch_size:
                     raise HandoffError(f"request state for batch row {row} but the batch has {self.batch_size} rows")
-                w[row] = wi
+                w[row] = state.w
             coef = w - self.w_base
-            self._cached = (coef.to(self.device) if bool((coef != 0).any()) else None,)
-        return self._cached[0]
+            nonzero = coef != 0
+            if not bool(nonzero.any()):
+                self._cached = (None, None)
+            else:
+                moved = None if bool(nonzero.all()) else nonzero.nonzero().flatten().to(self.device)
+                self._cached = (coef.to(self.device), moved)
+        return self._cached
 
     def apply(self, logits: torch.Tensor, terms: InterpolationTerms) -> torch.Tensor:
         if logits.shape[0] != self.batch_size:
@@ -145,7 +186,8 @@ class _PersistentBatchRows:
                 f"{logits.shape[0]} logits rows but {self.batch_size} requests in the persistent batch; the per-row w "
                 "would be misassigned"
             )
-        return _interpolate_rows(logits, terms, self._coefficients())
+        coef, moved = self._coefficients()
+        return _interpolate_rows(logits, terms, coef, moved)
 
 
 class _RequestSlotRows:
@@ -181,6 +223,16 @@ def _policy_vocab_is_wider(vllm_config, reference_path: str) -> bool:
     return policy_vocab > read_config_dict(reference_path, "reference").get("vocab_size", policy_vocab)
 
 
+def _policy_only_rule(vllm_config):
+    """Which requests at w = 0 may skip the reference half. Without prefix caching: every one (its reference
+    KV is only ever read by itself, for nothing). With it: only those marked as having their own cache
+    namespace (names.POLICY_ONLY_KEY, set by our front ends together with the prompt's cache_salt), since an
+    unsalted request could share blocks with one at w != 0 that then reads a reference KV never written."""
+    if not getattr(vllm_config.cache_config, "enable_prefix_caching", False):
+        return lambda params: True
+    return lambda params: bool((params.extra_args or {}).get(POLICY_ONLY_KEY, False))
+
+
 class InterpolationLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
     """Selected with `logits_processors=[names.LOGITS_PROCESSOR]` (InterpolatedEngineConfig does it)."""
 
@@ -190,7 +242,9 @@ class InterpolationLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
         self._handoff = channel_for(vllm_config)
         if len(runner_args) == 2:
             device, _pin = runner_args
-            self._v1: _PersistentBatchRows | None = _PersistentBatchRows(settings.default_w, settings.w_base, device)
+            self._v1: _PersistentBatchRows | None = _PersistentBatchRows(
+                settings.default_w, settings.w_base, device, _policy_only_rule(vllm_config)
+            )
             self._v2: _RequestSlotRows | None = None
         elif len(runner_args) == 1:
             (req_states,) = runner_args
@@ -207,7 +261,14 @@ class InterpolationLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
     @classmethod
     def validate_params(cls, sampling_params) -> None:
         """Run by vLLM when a request is admitted: a bad w fails that request with this message."""
-        request_w(sampling_params.extra_args, 0.0)
+        extra = sampling_params.extra_args or {}
+        w = request_w(extra, 0.0)
+        if POLICY_ONLY_KEY in extra and (extra[POLICY_ONLY_KEY] is not True or W_KEY not in extra or w != 0.0):
+            raise ValueError(
+                f"SamplingParams.extra_args[{POLICY_ONLY_KEY!r}] = {extra[POLICY_ONLY_KEY]!r} with "
+                f"{W_KEY} = {extra.get(W_KEY, '<engine default>')!r}: the mark is True, and only on requests at "
+                f"{W_KEY} = 0 exactly (its KV blocks would otherwise serve the reference half unwritten)"
+            )
 
     # ---- V1 interface
     def is_argmax_invariant(self) -> bool:
@@ -217,6 +278,8 @@ class InterpolationLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
         if self._v1 is None:
             raise RuntimeError("update_state belongs to the V1 runner interface, but this processor was built by V2")
         self._v1.update(batch_update)
+        # the V1 runner calls this before the step's forward: tell the model whether to run the reference half
+        self._handoff.plan_step(self._v1.reference_needed())
 
     # ---- Model Runner V2 interface
     def add_request(self, req_idx: int, sampling_params) -> bool:

@@ -15,6 +15,16 @@ difference to the logits processor, which moves each row to its request's w:
 
 (docs/interpolation.md has the maths, the log-prob modes and the vocabulary rule.)
 
+A step in which no row needs the reference (every request at w = 0 in the "policy" or "sampled" mode, as a
+vanilla or best-of-N batch, or the w = 0 wave of a PILAF batch) runs the policy half only and returns
+[T, H]: the logits processor, which sees every row's w before the forward (V1 runner), sends that plan
+through the hand-off channel (handoff.py), and `compute_logits` tells the two cases apart by the width.
+Such a step costs one model, like a plain engine; its tokens' reference KV is left unwritten, which is
+why a request may skip only if no other request can read its blocks (names.POLICY_ONLY_KEY). The
+reference's KV tensors are still allocated (vLLM sizes one KV tensor per attention layer and shares the
+block tables), so the engine holds the same number of sequences whatever the mix. Model Runner V2 gives
+a processor no such hook before the forward: there every step runs both halves.
+
 Weights: the policy checkpoint is the engine's model path; the reference is read from its own
 checkpoint through vLLM's `secondary_weights` hook of the default loader, once, at start-up. Every
 later `load_weights` call (OpenRLHF's weight sync) goes to the policy half only, and
@@ -27,6 +37,7 @@ multimodal / hybrid / attention-free base models, loaders other than vLLM's defa
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
@@ -43,11 +54,13 @@ from openrlhf_pilaf.engines.vllm_interp.names import (
     HF_REFERENCE_PATH,
     INTERPOLATED_ARCHITECTURE,
     POLICY,
+    POLICY_ONLY_KEY,
     REFERENCE,
 )
 from openrlhf_pilaf.engines.vllm_interp.semantics import semantics_of
 
 _REFERENCE_PREFIX = REFERENCE + "."
+logger = logging.getLogger(__name__)
 
 
 class EngineSettings(NamedTuple):
@@ -218,6 +231,17 @@ class PilafInterpolatedForCausalLM(nn.Module):
         ]
         self._reference_loaded = False
         self._handoff = channel_for(vllm_config)
+        self._hidden_size = int(model_config.get_hidden_size())
+        # the reference half can be left out of a step only where the returned logits are the policy's
+        self._may_skip_reference = self.settings.w_base == 0.0
+        if self._may_skip_reference and getattr(vllm_config.cache_config, "enable_prefix_caching", False):
+            logger.info(
+                "%s: prefix caching is on, so requests at w = 0 skip the reference half only when they carry "
+                "extra_args[%r] and their own cache_salt (VllmGenerationEngine sets both; requests without them run "
+                "both halves)",
+                INTERPOLATED_ARCHITECTURE,
+                POLICY_ONLY_KEY,
+            )
 
     # ------------------------------------------------------------------ forward
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -238,12 +262,19 @@ class PilafInterpolatedForCausalLM(nn.Module):
                 f"{INTERPOLATED_ARCHITECTURE} runs both halves from token ids; inputs_embeds and pipeline "
                 "parallelism are unsupported"
             )
+        run_reference = self._may_skip_reference is False or self._handoff.take_step_plan()
         h_policy = self.policy(input_ids, positions, **kwargs)
+        self._handoff.count_tokens(POLICY, positions.shape[-1])
+        if not run_reference:
+            return h_policy  # [T, H]: no row of this step needs the reference (see the module docstring)
         h_reference = self.reference(input_ids, positions, **kwargs)
+        self._handoff.count_tokens(REFERENCE, positions.shape[-1])
         # [T, 2H]: vLLM indexes rows (tokens) of this tensor before compute_logits, keeping the halves paired.
         return torch.cat([h_policy, h_reference], dim=-1)
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
+        if hidden_states.shape[-1] == self._hidden_size:  # the step ran the policy half only
+            return self._policy_only_logits(hidden_states)
         h_policy, h_reference = hidden_states.chunk(2, dim=-1)
         policy_logits = self.policy.compute_logits(h_policy)
         reference_logits = self.reference.compute_logits(h_reference)
@@ -273,6 +304,22 @@ class PilafInterpolatedForCausalLM(nn.Module):
             )
         )
         return base
+
+    def _policy_only_logits(self, h_policy: torch.Tensor) -> torch.Tensor | None:
+        policy_logits = self.policy.compute_logits(h_policy)
+        if policy_logits is None:
+            return None
+        policy = policy_logits.float()
+        if policy.shape[-1] != self.vocab.policy:
+            raise RuntimeError(f"logits width {policy.shape[-1]} is not the policy vocab size {self.vocab.policy}")
+        self._handoff.publish(
+            InterpolationTerms(base=policy, delta=None, w_base=0.0, banned_from=self.vocab.banned_from)
+        )
+        return policy
+
+    def pilaf_tokens_run(self) -> dict[str, int]:
+        """Token rows each half has run since the engine started (the worker extension's RPC reads it)."""
+        return self._handoff.tokens_run
 
     # ------------------------------------------------------------------ weights
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:

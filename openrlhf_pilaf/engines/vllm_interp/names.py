@@ -23,6 +23,15 @@ LOGITS_PROCESSOR = "openrlhf_pilaf.engines.vllm_interp.logits_processor:Interpol
 #   (docs/interpolation.md)
 W_KEY = "pilaf_w"
 
+# Requests whose KV blocks never serve the reference half (w = 0 in the "policy" / "sampled" modes) may skip
+# it: a step whose rows are all such requests runs the policy half only (model.py). With prefix caching on,
+# a cached block must not carry a skipped reference KV into a request that reads it, so the front ends give
+# those requests their own prefix-cache namespace (`cache_salt=POLICY_ONLY_SALT` on the prompt) and say so
+# with SamplingParams(extra_args={POLICY_ONLY_KEY: True}); without that mark, prefix caching keeps both
+# halves running.
+POLICY_ONLY_KEY = "pilaf_policy_only"
+POLICY_ONLY_SALT = "pilaf-policy-only"
+
 # Keys the config writes into `hf_overrides` (they become attributes of the engine's hf_config).
 HF_BASE_ARCHITECTURE = "pilaf_base_architecture"
 HF_REFERENCE_PATH = "pilaf_reference_path"

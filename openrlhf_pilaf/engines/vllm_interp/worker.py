@@ -52,6 +52,12 @@ class PilafWorkerWrap(WorkerWrap):
             self._model_update_group.broadcast(weight, src=0)
         self._load_synced_weight(name, weight, last=empty_cache)
 
+    def pilaf_tokens_run(self) -> dict[str, int] | None:
+        """Token rows each half of an interpolated model has run (None for a plain engine): what the engine
+        actually computed, for the forward counters and the benchmarks. `LLM.collective_rpc("pilaf_tokens_run")`."""
+        counts = getattr(self.model_runner.model, "pilaf_tokens_run", None)
+        return None if counts is None else counts()
+
     def _weight_sync_module(self) -> torch.nn.Module:
         """The module synced weights load into: the model, or the part it names (see module docstring)."""
         model = self.model_runner.model
