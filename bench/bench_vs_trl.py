@@ -19,12 +19,18 @@ vanilla, and (b) TRL: bench/trl_online_dpo_runner.py with `--trl-python`, on the
 - the same gold reward: `demo.task.reward_func` on prompt + response decoded with its special tokens (TRL's
   `reward_funcs` callable loads that one file as a standalone module), argmax labels (the higher score is
   chosen; ties: ours a seeded coin, TRL the first completion; the `fine` task almost never ties);
-- the same loss and optimizer: sigmoid DPO with `--beta`, AdamW (betas 0.9 / 0.95, eps 1e-8, no weight decay),
-  constant `--lr` without warm-up, gradient clipping at 1.0, one optimizer step per online step over the whole
-  batch (`--batch` prompts = pairs, both responses of each in one forward);
+- the same loss and optimizer: sigmoid DPO with `--beta`, AdamW with our launcher's betas, eps and weight decay
+  (0.9 / 0.95, 1e-8, 0), constant `--lr` without warm-up, gradient clipping at our --actor.max_norm (1.0), one
+  optimizer step per online step over the whole batch (`--batch` prompts = pairs, both responses of each in one
+  forward); TRL's spec is read from our parsed launch of the same repeat (`trl_spec`), never restated;
 - the same sampling: `--temperature`, top-p 1, no top-k, at most `--new-tokens` tokens, 2 responses per prompt;
 - the same label budget: `--steps` x `--batch` labelled pairs (two gold scores each);
 - the same threads: `--threads` torch intra-op threads in every process (OMP_NUM_THREADS too).
+
+Not the same, by construction of the two trainers: ours decodes with its own PyTorch engine (bf16 weights, KV
+cache) and gets log pi_ref while decoding, syncs the weights into the engine after each step and appends every
+labelled pair to an fsync'd pair log; TRL generates with HF `generate` on the training model (fp32 weights under
+bf16 autocast, its default; `--trl-fp32` turns that off) and runs the reference as a second teacher-forced forward.
 
 Timed (seconds per labelled pair = train time / pairs labelled): ours, the sum of the driver's `run_round` (one
 online step: generate with reference log-probs, label, DPO update, weight sync into the engine, pair log, metric
@@ -32,7 +38,8 @@ sinks); TRL, from its `on_train_begin` callback to the last `on_step_end` (gener
 rewards, loss, update, logging). Neither includes interpreter start, imports, model loading or the trainer's
 set-up (reported apart as set-up), nor saving the final model, nor the resumable DeepSpeed checkpoint ours writes
 inside its last step (timed and subtracted; TRL saves none). Repeats alternate ours / TRL, so background load
-hits both alike; repeat r uses seed --seed + r on both sides.
+hits both alike; repeat r uses seed --seed + r on both sides. Per step, "generate" is ours' `engine.generate` and
+TRL's `_generate`; "label" is ours' oracle call plus the pair log, TRL's reward callable.
 
 Then our evaluator (`cli.evaluate`, PyTorch engine, float32 on CPU) scores the start and every final model on the
 demo's held-out prompts: gold reward, KL to the SFT reference, J = reward - beta * KL. Each final model's relative
@@ -60,11 +67,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache"
 RUNNER = ROOT / "bench" / "trl_online_dpo_runner.py"
 GOLD_RULE = ROOT / "openrlhf_pilaf" / "demo" / "task.py"
-# AdamW of both sides: our launcher's defaults (--actor.adam.*, --actor.max_norm), given to TRL explicitly.
-ADAM_BETAS = (0.9, 0.95)
-ADAM_EPS = 1e-8
-WEIGHT_DECAY = 0.0
-MAX_GRAD_NORM = 1.0
 PROMPT_ALLOWANCE = 48  # --data.max_len = --new-tokens + this (the demo's launch)
 
 
@@ -108,26 +110,44 @@ def check_args(args: argparse.Namespace) -> list[str]:
     return errors
 
 
-def trl_spec(args: argparse.Namespace, *, seed: int, policy: Path, prompts: Path, out_dir: Path) -> dict:
-    """The JSON spec of one TRL run (bench/trl_online_dpo_runner.py's REQUIRED keys)."""
+def trl_spec(cfg, *, task: str, threads: int, bf16: bool, policy: Path, prompts: Path, out_dir: Path) -> dict:
+    """The JSON spec of one TRL run (bench/trl_online_dpo_runner.py's REQUIRED keys), every training setting read from
+    `cfg`, our parsed launch (an OnlineDPOConfig) of the same repeat, so the two cannot drift apart. What TRL's runner
+    does not offer (another scheduler, Bradley-Terry labels, top-p / top-k, label smoothing, IPO, several optimizer
+    steps per online step) is refused."""
+    refusals = {
+        "ours must use the constant learning rate without warm-up that TRL is given": (
+            cfg.actor.lr_scheduler != "constant" or cfg.actor.lr_warmup_ratio != 0
+        ),
+        "TRL labels by argmax: ours needs --oracle.labels argmax": cfg.oracle.labels != "argmax",
+        "TRL is given top-p 1 and no top-k": cfg.rollout.top_p != 1.0 or cfg.rollout.top_k > 0,
+        "TRL is given sigmoid DPO without label smoothing": cfg.dpo.loss != "dpo" or cfg.dpo.label_smoothing != 0,
+        "one optimizer step per online step: --train.batch_size = --rollout.batch_size": (
+            cfg.train.batch_size != cfg.rollout.batch_size
+        ),
+        "--train.max_steps must be set": cfg.train.max_steps is None,
+    }
+    wrong = [why for why, bad in refusals.items() if bad]
+    if wrong:
+        raise ValueError("; ".join(wrong))
     return {
         "policy": str(policy),
         "prompts": str(prompts),
         "gold_rule": str(GOLD_RULE),
-        "task": args.task,
-        "beta": args.beta,
-        "learning_rate": args.lr,
-        "adam_betas": list(ADAM_BETAS),
-        "adam_eps": ADAM_EPS,
-        "weight_decay": WEIGHT_DECAY,
-        "max_grad_norm": MAX_GRAD_NORM,
-        "batch": args.batch,
-        "max_new_tokens": args.new_tokens,
-        "temperature": args.temperature,
-        "steps": args.steps,
-        "seed": seed,
-        "threads": args.threads,
-        "bf16": not args.trl_fp32,
+        "task": task,
+        "beta": cfg.dpo.beta,
+        "learning_rate": cfg.adam.lr,
+        "adam_betas": list(cfg.adam.betas),
+        "adam_eps": cfg.adam.eps,
+        "weight_decay": cfg.adam.weight_decay,
+        "max_grad_norm": cfg.actor.max_norm,
+        "batch": cfg.rollout.batch_size,
+        "max_new_tokens": cfg.rollout.max_new_tokens,
+        "temperature": cfg.rollout.temperature,
+        "steps": cfg.train.max_steps,
+        "seed": cfg.train.seed,
+        "threads": threads,
+        "bf16": bf16,
         "output_dir": str(out_dir),
         "result": str(out_dir / "result.json"),
     }
@@ -209,6 +229,8 @@ def run_ours_child(spec_path: str) -> int:
         "setup_s": setup_s,
         "train_s": sum(step_s),
         "step_s": step_s,
+        "generate_s": [h["generate_s"] for h in history],
+        "label_s": [h["label_s"] for h in history],
         "checkpoint_s": sum(dt for _, dt in ckpt_s),
         "pairs": run.loop.state.pairs_labelled,
         "final": str(out_dir / "final"),
@@ -332,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from openrlhf_pilaf.demo.models import prepare_demo
+    from openrlhf_pilaf.trainer.online_dpo.config import parse_online_dpo_argv
 
     versions = {"ours": our_versions(), "trl_venv": trl_versions(args.trl_python)}
     setup = prepare_demo(CACHE / "demo", progress=False)
@@ -364,7 +387,16 @@ def main(argv: list[str] | None = None) -> int:
             trl_dir = rep / "trl"
             trl_dir.mkdir()
             prompts = write_trl_prompts(rep / "trl-prompts.jsonl", ours["prompts"])
-            spec = trl_spec(args, seed=seed, policy=setup.policy, prompts=prompts, out_dir=trl_dir)
+            cfg = parse_online_dpo_argv(ours_argv(setup, args, seed=seed, out_dir=ours_dir))  # what ours ran
+            spec = trl_spec(
+                cfg,
+                task=args.task,
+                threads=args.threads,
+                bf16=not args.trl_fp32,
+                policy=setup.policy,
+                prompts=prompts,
+                out_dir=trl_dir,
+            )
             (rep / "trl-spec.json").write_text(json.dumps(spec, indent=1))
             cmd = [args.trl_python, str(RUNNER), str(rep / "trl-spec.json")]
             wall = run_child(cmd, child_env(args.threads, ours=False), rep / "trl.log")
@@ -395,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
             "s_per_pair": spread(per_pair),
             "train_s": spread([run["train_s"] for run in runs[side]]),
             "step_s_median": statistics.median(s for run in runs[side] for s in run["step_s"]),
+            "generate_s_median": statistics.median(s for run in runs[side] for s in run["generate_s"]),
+            "label_s_median": statistics.median(s for run in runs[side] for s in run["label_s"]),
             "first_step_s": spread([run["step_s"][0] for run in runs[side]]),
             "setup_s": spread([run["setup_s"] for run in runs[side]]),
             "pairs": runs[side][0]["pairs"],
@@ -446,6 +480,8 @@ def print_table(result: dict) -> None:
         "s / labelled pair (median)",
         "min-max",
         "s / step (median)",
+        "generate / step",
+        "label / step",
         "first step",
         "set-up (not timed)",
         "labelled pairs",
@@ -457,13 +493,14 @@ def print_table(result: dict) -> None:
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     start = result["evaluations"]["start"][0]
-    dash = " - |" * 5
+    dash = " - |" * 7
     print(f"| start (SFT policy) |{dash} 0 | {start['J']:.3f} | {start['reward']:.3f} | {start['kl']:.3f} | 0 |")
     for side, name in (("ours", "ours (`--engine torch`, vanilla)"), ("trl", "TRL OnlineDPOTrainer")):
         x = s[side]
         print(
             f"| {name} | {x['s_per_pair']['median']:.4f} | {x['s_per_pair']['min']:.4f}-{x['s_per_pair']['max']:.4f} | "
-            f"{x['step_s_median']:.3f} | {x['first_step_s']['median']:.2f} | {x['setup_s']['median']:.1f} s | "
+            f"{x['step_s_median']:.3f} | {x['generate_s_median']:.3f} | {x['label_s_median']:.3f} | "
+            f"{x['first_step_s']['median']:.2f} | {x['setup_s']['median']:.1f} s | "
             f"{x['pairs']} | {x['J']['median']:.3f} ({x['J']['min']:.3f}-{x['J']['max']:.3f}) | "
             f"{x['reward']['median']:.3f} | {x['kl']['median']:.3f} | {x['weight_change']['median']:.4f} |"
         )

@@ -17,7 +17,8 @@ Timed: `train_s` runs from the trainer's `on_train_begin` callback to the last `
 loop (dataloader, generation, the policy and reference forwards, rewards, loss, backward, clipping, optimizer step,
 logging) without interpreter start, imports, model and reference loading or accelerate's set-up (`setup_s`), and
 without saving the final model. `step_s` are the times between consecutive `on_step_end`s (the first from
-`on_train_begin`).
+`on_train_begin`); inside them `generate_s` times the trainer's `_generate` (prompt tokenisation and HF generate of
+both completions) and `label_s` the reward callable.
 """
 
 from __future__ import annotations
@@ -90,12 +91,15 @@ def main(spec_path: str) -> int:
     )
     dataset = datasets.Dataset.from_list([{"prompt": r["prompt"]} for r in rows])
     scored: list[float] = []
+    label_s: list[float] = []
 
     def gold_reward(prompts, completions, completion_ids, **kwargs):
+        t = time.perf_counter()
         pairs = zip(prompts, completion_ids, strict=True)
         queries = [p + tokenizer.decode(ids, skip_special_tokens=False) for p, ids in pairs]
         rewards = [float(r) for r in rule.reward_func(queries, list(prompts), None, task=task)["rewards"]]
         scored.extend(rewards)
+        label_s.append(time.perf_counter() - t)
         return rewards
 
     class Clock(TrainerCallback):
@@ -153,6 +157,16 @@ def main(spec_path: str) -> int:
         callbacks=[clock],
     )
     setup_s = time.perf_counter() - t0
+    generate_s: list[float] = []
+    generate = trainer._generate  # the trainer's HF-generate path (use_vllm=False), timed per step
+
+    def timed_generate(*a, **k):
+        t = time.perf_counter()
+        out = generate(*a, **k)
+        generate_s.append(time.perf_counter() - t)
+        return out
+
+    trainer._generate = timed_generate
     t0 = time.perf_counter()
     trainer.train()
     train_call_s = time.perf_counter() - t0
@@ -168,6 +182,8 @@ def main(spec_path: str) -> int:
         "train_s": clock.ends[-1] - clock.begin,
         "train_call_s": train_call_s,
         "step_s": step_s,
+        "generate_s": generate_s,
+        "label_s": label_s,
         "pairs": len(rows),
         "rewards_scored": len(scored),
         "prompt_id_mismatches": id_mismatches,
