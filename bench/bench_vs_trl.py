@@ -18,7 +18,7 @@ vanilla, and (b) TRL: bench/trl_online_dpo_runner.py with `--trl-python`, on the
   (sequential sampler; the runner checks that it tokenises them to ours' ids);
 - the same gold reward: `demo.task.reward_func` on prompt + response decoded with its special tokens (TRL's
   `reward_funcs` callable loads that one file as a standalone module), argmax labels (the higher score is
-  chosen; ties: ours a seeded coin, TRL the first completion; the `fine` task almost never ties);
+  chosen; ties, rare between two different responses under the `fine` task: ours a seeded coin, TRL the first);
 - the same loss and optimizer: sigmoid DPO with `--beta`, AdamW with our launcher's betas, eps and weight decay
   (0.9 / 0.95, 1e-8, 0), constant `--lr` without warm-up, gradient clipping at our --actor.max_norm (1.0), one
   optimizer step per online step over the whole batch (`--batch` prompts = pairs, both responses of each in one
