@@ -5,7 +5,10 @@ past the shared vocabulary are never sampled, log-probs normalise over the share
 Prompts have different lengths, so rows are left-padded; both KV-cache kinds are checked. Sampling
 with temperature, top-k and top-p is checked over three tokens (docs/interpolation.md: interpolation,
 then temperature, then top-k, then top-p); weight syncs are all-or-nothing; a reference with another
-tokenizer is refused.
+tokenizer is refused. The reference decodes only rows with w != 0; with reference log-probs asked
+for, rows at w = 0 get theirs from one teacher-forced reference forward, within a stated float32
+bound of the decode's, and at step 0 (reference = policy) every response's log pi - log pi_ref is 0
+within it.
 """
 
 from __future__ import annotations
