@@ -473,3 +473,29 @@ def test_at_step_0_every_response_has_implicit_reward_zero_within_the_stated_bou
     assert min(abs(math.fsum(s.policy_logprobs) - math.fsum(s.reference_logprobs)) for s in other) > 100 * (
         DECODE_VS_SCORED_RESPONSE_TOL
     )
+
+
+def test_reference_scoring_is_chunked_to_the_logits_budget(models, prompts, monkeypatch):
+    """Long responses over a large vocabulary would need [rows, T, V] logits past memory: the rows at w = 0 are
+    scored in chunks that fit `SCORING_LOGITS_BUDGET`, with the same log-probs (to float32 noise) and counts."""
+    from openrlhf_pilaf.engines import torch_engine
+
+    engine = _engine(models)
+    plan = GenerationPlan.grid(prompts, (0.0, 0.0))  # 6 rows, all scored
+    params = GenerationParams(max_new_tokens=6, seed=7, stop_token_ids=())
+    whole = engine.generate(plan, params)
+    per_row = (6 + 1) * models["reference"].get_output_embeddings().weight.shape[0]
+    monkeypatch.setattr(torch_engine, "SCORING_LOGITS_BUDGET", 2 * per_row)
+    batch_sizes = []
+    hook = models["reference"].register_forward_hook(
+        lambda mod, args, kw, out: batch_sizes.append(kw["input_ids"].shape[0]), with_kwargs=True
+    )
+    try:
+        chunked = engine.generate(plan, params)
+    finally:
+        hook.remove()
+    assert batch_sizes == [2, 2, 2]
+    assert [s.token_ids for s in chunked] == [s.token_ids for s in whole]
+    assert {s.forwards_run for s in chunked} == {(1, 1)} and {s.reference_logprobs_from for s in chunked} == {"scored"}
+    for a, b in zip(chunked, whole, strict=True):
+        assert a.reference_logprobs == pytest.approx(b.reference_logprobs, abs=DECODE_VS_SCORED_TOKEN_TOL)

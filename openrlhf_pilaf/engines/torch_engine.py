@@ -15,8 +15,9 @@ once (`GeneratedSample.reference_logprobs_from`):
 
 - rows at w != 0: from the decode, as `interpolated_sample` returned them ("decode");
 - rows at w = 0: from one batched teacher-forced reference forward over prompt + response after the
-  decode (`engines.scoring.fill_logprobs`, chunks of `max_batch_size` rows; "scored"), counted as one
-  reference pass over the response.
+  decode (`engines.scoring.fill_logprobs`; "scored"), counted as one reference pass over the
+  response. Chunks of at most `max_batch_size` rows, fewer where their logits would pass
+  `SCORING_LOGITS_BUDGET` (long responses over a large vocabulary).
 
 Policy log-probs always come from the decode. Both reference paths compute log pi_ref(y_t | x, y_<t)
 over the shared vocabulary with the same weights; they differ only in the order of the float
@@ -58,6 +59,11 @@ logger = logging.getLogger(__name__)
 
 CacheKind = Literal["dynamic", "static"]
 STATIC_CACHE_BUCKET = 128  # tokens
+# Logits elements (rows x kept positions x vocabulary) of one reference scoring forward: 64 rows of 1,024 new tokens
+# over a 128,256 vocabulary would be 8.4e9 (17 GB in bf16, three times that with the float32 log-softmax), so the
+# rows at w = 0 are scored in as few chunks as fit 2**28 (1 GiB of float32 logits). The CPU bench (16 rows, 64 new
+# tokens, vocabulary 32,000) fits in one.
+SCORING_LOGITS_BUDGET = 2**28
 
 
 @dataclass(frozen=True)
@@ -310,16 +316,19 @@ class TorchInterpolatedEngine:
         shared vocabulary, as the decode normalises; `fill_logprobs` counts the pass and marks the rows "scored".
         """
         todo = [s for s in samples if s.reference_logprobs is None]
-        if todo:
-            fill_logprobs(
-                todo,
-                self.reference,
-                "reference_logprobs",
-                pad_token_id=self.pad_token_id,
-                batch_size=self.max_batch_size,
-                vocab_size=self.vocab_size,
-            )
-            logger.debug("scored the reference log-probs of %d rows at w = 0", len(todo))
+        if not todo:
+            return
+        per_row = (max(len(s.token_ids) for s in todo) + 1) * _vocab_size(self.reference)
+        rows = max(1, min(self.max_batch_size, SCORING_LOGITS_BUDGET // per_row))
+        fill_logprobs(
+            todo,
+            self.reference,
+            "reference_logprobs",
+            pad_token_id=self.pad_token_id,
+            batch_size=rows,
+            vocab_size=self.vocab_size,
+        )
+        logger.debug("scored the reference log-probs of %d rows at w = 0, %d rows a forward", len(todo), rows)
 
     def _reference_rows(self, batch: _Batch) -> torch.Tensor | bool | None:
         """Rows the reference decodes: all (None), a subset (index tensor), or none (False).
