@@ -22,16 +22,16 @@ once (`GeneratedSample.reference_logprobs_from`):
 Policy log-probs always come from the decode. Both reference paths compute log pi_ref(y_t | x, y_<t)
 over the shared vocabulary with the same weights; they differ only in the order of the float
 operations (incremental KV-cache decode of a batch of the w != 0 rows against one full forward of a
-padded batch). Measured in float32 on this CPU (the tiny test models, 5 seeds x 18 responses of 12
-tokens, log-probs down to -30 nats): the two agree to 1.1e-4 nats a token and 1.2e-4 nats a response;
-at step 0 (reference = policy) log pi - log pi_ref is at most 2.8e-5 a token and 5.7e-5 a response at
-every w. `tests/test_torch_engine.py` holds them to 5e-4 a token and 1e-3 a 12-token response
-(`DECODE_VS_SCORED_*`). So a DPO pair's reference term reads the same quantity, log pi_ref(y|x), whichever
-path gave each response's (`reference_logprobs_from` says which): the loss does not mix two estimators,
-only two float orders of one. In bf16 two orders differ by bf16 rounding (~1e-2 nats a token), as any
-two code paths do. The evaluation KL needs both log-probs of a response from one kind of forward and so
-recomputes both (`trainer.online_dpo.eval_engine.torch_engine_logprobs`; docs/interpolation.md, "The
-evaluation KL").
+padded batch). Measured in float32 on the project's 2-core Intel Xeon (AMX), torch 2.13, with the
+tiny test models (5 seeds x 18 responses of 12 tokens, log-probs down to -30 nats): the two agree to
+1.1e-4 nats a token and 1.2e-4 nats a response; at step 0 (reference = policy) log pi - log pi_ref is
+at most 2.8e-5 a token and 5.7e-5 a response at every w. `tests/test_torch_engine.py` holds them to
+5e-4 a token and 1e-3 a 12-token response (`DECODE_VS_SCORED_*`). So a DPO pair's reference term
+reads the same quantity, log pi_ref(y|x), whichever path gave each response's
+(`reference_logprobs_from` says which): the loss does not mix two estimators, only two float orders
+of one. In bf16 two orders differ by bf16 rounding (~1e-2 nats a token), as any two code paths do.
+The evaluation KL needs both log-probs of a response from one kind of forward and so recomputes both
+(`trainer.online_dpo.eval_engine.torch_engine_logprobs`; docs/interpolation.md, "The evaluation KL").
 
 On CUDA (`cache="static"`, `compile=True`) the KV caches are preallocated and the single-token forward
 is compiled with CUDA graphs ("reduce-overhead"), and the sampling step uses the fused Triton kernel;
