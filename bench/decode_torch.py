@@ -8,11 +8,20 @@ Rows (same two random-init Llamas, same left-padded random prompts, every row ge
 - no-cache mixture: both models re-encode the whole prefix every token (TRL's NashMD mixture wrapper,
   use_cache=False), first --mixture-tokens tokens only (it grows quadratically).
 - ours, vanilla batch: every w = 0, reference log-probs off (the reference never runs).
+- ours, vanilla batch + reference log-probs (what the DPO loop asks for): the same decode (policy
+  only), then one teacher-forced reference forward over the finished responses; shown whole and
+  split into its generation (decode) and its reference scoring, timed inside the same calls.
 - ours, PILAF batch: half the prompts as vanilla pairs (w = 0, 0), half as (pi_plus, pi_minus) pairs
-  (w = +beta, -beta); reference log-probs off, so the reference runs on the interpolated half only.
-- ours, PILAF batch with reference log-probs (the reference runs on every row).
+  (w = +beta, -beta); reference log-probs off, so the reference decodes the interpolated half only.
+- ours, PILAF batch + reference log-probs: the same decode, then the reference scores the w = 0 half
+  (the interpolated half keeps the decode's); split alike.
 - floor: two models' weights plus their KV caches (at mid-generation) read once per step at the
   machine's memory bandwidth (GPU: datasheet HBM bandwidth; CPU: a measured copy), batch rows per step.
+
+Ratios, all against rows of the same process (the repeats alternate the rows, so background load hits
+each alike): generation of the vanilla + reference log-probs call against HF generate and against our
+engine without reference log-probs (target >= 0.9), and the PILAF batch's cost against the vanilla
+batch's, both with reference log-probs (target <= 1.6; the compute-bound expectation is ~1.5).
 
 Presets: `gpu` = the issue's ~1.2B Llama (hidden 2048, 16 layers, 32 heads, 8 KV heads, MLP 8192,
 vocab 128,256), bf16, batch 32, prompt 128, 256 new tokens, static caches + torch.compile;
@@ -63,6 +72,8 @@ PRESETS = {
 # Datasheet HBM bandwidth, bytes/s, by a substring of torch.cuda.get_device_name()
 HBM_BANDWIDTH = {"H100 80GB HBM3": 3.35e12, "H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12}
 BETA = 0.1
+VANILLA_REF = "ours, vanilla batch + reference log-probs"
+PILAF_REF = "ours, PILAF batch + reference log-probs"
 
 
 def _models(spec: dict, dtype: torch.dtype, device: torch.device):
@@ -225,6 +236,20 @@ def run_torch(args: argparse.Namespace) -> dict:
     no_stop = {"stop_token_ids": (), "max_new_tokens": new_tokens}
     mixed_w = torch.tensor([BETA if i % 2 else -BETA for i in range(batch)])
 
+    # The reference scoring pass inside `generate` (the w = 0 rows' teacher-forced forward), timed where it runs so
+    # that a "+ reference log-probs" call splits into its decode and its scoring.
+    scoring: list[float] = []
+    score_reference = engine._score_reference
+
+    def timed_scoring(samples) -> None:
+        _sync(device)
+        t0 = time.perf_counter()
+        score_reference(samples)
+        _sync(device)
+        scoring.append(time.perf_counter() - t0)
+
+    engine._score_reference = timed_scoring
+
     def ours(plan, reference_logprobs: bool) -> Callable[[], int]:
         params = GenerationParams(**no_stop, reference_logprobs=reference_logprobs)
         return lambda: sum(len(s.token_ids) for s in engine.generate(plan, params))
@@ -242,8 +267,12 @@ def run_torch(args: argparse.Namespace) -> dict:
             ),
         ),
         "ours, vanilla batch (w = 0)": ("policy only (reference skipped)", ours(vanilla_plan, False)),
+        VANILLA_REF: ("policy; the reference scores every row (teacher-forced)", ours(vanilla_plan, True)),
         "ours, PILAF batch": ("policy + reference on the pi+/pi- half", ours(pilaf_plan, False)),
-        "ours, PILAF batch + reference log-probs": ("policy + reference on every row", ours(pilaf_plan, True)),
+        PILAF_REF: (
+            "policy + reference on the pi+/pi- half; the reference scores the w = 0 half",
+            ours(pilaf_plan, True),
+        ),
     }
     print(f"device {device}, preset {args.preset}: batch {batch}, {new_tokens} new tokens", flush=True)
     for label, (_, fn) in methods.items():  # warm-up (and compilation)
@@ -251,15 +280,44 @@ def run_torch(args: argparse.Namespace) -> dict:
         fn()
         print(f"warm-up {label}: {time.perf_counter() - t0:.1f} s", flush=True)
     runs: dict[str, list[float]] = {label: [] for label in methods}
+    # per "+ reference log-probs" row: (tokens, decode seconds, scoring seconds) of each repeat
+    split: dict[str, list[tuple[int, float, float]]] = {VANILLA_REF: [], PILAF_REF: []}
     for r in range(args.repeats):
         for label, (_, fn) in methods.items():
+            scoring.clear()
             tokens, seconds = _timed(device, fn)
             runs[label].append(tokens / seconds)
-            print(f"repeat {r + 1}/{args.repeats} {label}: {tokens} tokens in {seconds:.2f} s", flush=True)
-    rows = [
-        {"label": label, "models": models, "best": max(runs[label]), "median": statistics.median(runs[label])}
-        for label, (models, _) in methods.items()
-    ]
+            note = ""
+            if label in split:
+                split[label].append((tokens, seconds - sum(scoring), sum(scoring)))
+                note = f" (reference scoring {sum(scoring):.2f} s)"
+            print(f"repeat {r + 1}/{args.repeats} {label}: {tokens} tokens in {seconds:.2f} s{note}", flush=True)
+    rows = []
+    for label, (models, _) in methods.items():
+        rows.append(
+            {"label": label, "models": models, "best": max(runs[label]), "median": statistics.median(runs[label])}
+        )
+        if label in split:
+            decode = [n / d for n, d, _ in split[label]]
+            score = [n / s for n, _, s in split[label]]
+            share = statistics.median(s / (d + s) for _, d, s in split[label])
+            seconds = statistics.median(s for _, _, s in split[label])
+            rows.append(
+                {
+                    "label": f"{label}: generation only",
+                    "models": "the decode of the same calls",
+                    "best": max(decode),
+                    "median": statistics.median(decode),
+                }
+            )
+            rows.append(
+                {
+                    "label": f"{label}: reference scoring only",
+                    "models": f"{seconds:.2f} s, {share:.0%} of the call (medians); tok/s: the call's tokens",
+                    "best": max(score),
+                    "median": statistics.median(score),
+                }
+            )
     floor, floor_source = _floor(policy, reference, batch, preset["prompt"], new_tokens, device)
     rows.append({"label": "two-model memory-bandwidth floor", "models": floor_source, "best": floor, "median": None})
     best = {row["label"]: row["best"] for row in rows}
@@ -272,6 +330,16 @@ def run_torch(args: argparse.Namespace) -> dict:
             "ours PILAF + ref log-probs / naive two-model loop": best["ours, PILAF batch + reference log-probs"]
             / best["naive two-model loop (KV caches)"],
             "ours vanilla / HF generate": best["ours, vanilla batch (w = 0)"] / best["HF generate"],
+            "ours vanilla + ref log-probs, generation only / HF generate (target >= 0.9)": best[
+                f"{VANILLA_REF}: generation only"
+            ]
+            / best["HF generate"],
+            "ours vanilla + ref log-probs, generation only / ours vanilla (target >= 0.9)": best[
+                f"{VANILLA_REF}: generation only"
+            ]
+            / best["ours, vanilla batch (w = 0)"],
+            "ours vanilla + ref log-probs, whole call / HF generate": best[VANILLA_REF] / best["HF generate"],
+            "PILAF / vanilla batch cost, both + ref log-probs (target <= 1.6)": best[VANILLA_REF] / best[PILAF_REF],
             "ours PILAF + ref log-probs / floor": best["ours, PILAF batch + reference log-probs"] / floor,
         },
         "workload_text": f"batch {batch}, prompts {preset['prompt'] // 2}-{preset['prompt']} tokens (left-padded), "

@@ -6,9 +6,9 @@
   fail: the estimator the in-run evaluation used on `--engine vllm` (the engine's policy log-probs against
   a reference from another forward, emulated by a bf16 Hugging Face reference as OpenRLHF's reference actor
   runs) is off by ~0.4 nats here, another reference changes the KL, and a reference-only filler is refused.
-- `cli.evaluate --engine vllm`'s log-probs (teacher-forced Hugging Face forwards of both models) give the
-  PyTorch engine's KL on its samples to float32 noise (1e-3 nats a response), and exactly 0 for a policy
-  against itself, where mixing numerics does not.
+- `cli.evaluate`'s log-probs (teacher-forced Hugging Face forwards of both models, on either engine) give the
+  models' KL on the PyTorch engine's samples to float32 noise (1e-3 nats a response, against one-sequence
+  forwards), and exactly 0 for a policy against itself, where mixing numerics does not.
 - The pieces: `kl_terms` refuses what would be silently wrong; `ActorGroupLogprobs` (the Ray run's forwards)
   pads to whole rounds of ranks and keeps each response's entries; the learner's `forward` is the
   reference actor's call on the same weights (KL exactly 0 against itself).
@@ -35,7 +35,7 @@ SAMPLES_PER_PROMPT = 3
 MAX_NEW_TOKENS = 6
 SEED = 42
 SAME_PATH_TOL = 1e-9  # nats: the same float32 log-probs, fsum'd by one function (equal bit for bit in practice)
-FLOAT32_TOL = 1e-3  # nats a response: float32 KV-cache decoding vs a full teacher-forced forward (seen: 4e-5)
+FLOAT32_TOL = 1e-3  # nats a response: float32 batched (padded) forwards vs one-sequence forwards, or KV-cache decoding
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +73,10 @@ class Recording:
 
 def in_run_evaluation(tiny_suite, files, tmp_path, *, eval_logprobs=None):
     """(the run's `evaluate`, the recording engine): `prepare_run` of `--engine torch --eval.*` on the cli's
-    prompts and oracle, its engine the one cli.evaluate samples with (same checkpoint, float32 on the CPU)."""
+    prompts and oracle, its engine the one cli.evaluate samples with (same checkpoint, float32 on the CPU), its
+    log-probs the run's (`build_parts`: `torch_engine_logprobs` of that engine) unless `eval_logprobs` is given."""
     from openrlhf_pilaf.cli.train_dpo_ray import parse_config
-    from openrlhf_pilaf.trainer.online_dpo.eval_engine import build_eval_engine
+    from openrlhf_pilaf.trainer.online_dpo.eval_engine import build_eval_engine, torch_engine_logprobs
     from openrlhf_pilaf.trainer.online_dpo.run import EngineParts, build_scorer, load_tokenizer, prepare_run
     from tests.online_dpo_helpers import launcher_argv
 
@@ -98,6 +99,8 @@ def in_run_evaluation(tiny_suite, files, tmp_path, *, eval_logprobs=None):
         device="cpu",
     )
     engine = Recording(sampling.engine.engine)
+    if eval_logprobs is None:
+        eval_logprobs = torch_engine_logprobs(sampling.engine.engine)
     parts = EngineParts(learner=None, engine=engine, eval_logprobs=eval_logprobs, scorer=build_scorer(cfg, tok))
     run = prepare_run(cfg, parts=parts)
     assert run.loop.evaluate is not None
@@ -115,7 +118,8 @@ def test_in_run_and_cli_kl_agree_on_the_same_checkpoint_and_samples(tiny_suite, 
     torch.manual_seed(SEED)
     in_run = evaluate(0)
     ((plan, params, samples),) = engine.calls
-    assert params.temperature == 1.0 and params.reference_logprobs and all(s.w == 0.0 for s in plan.samples)
+    # the engine only samples: both log-probs come from the teacher-forced forwards of its two models
+    assert params.temperature == 1.0 and not params.reference_logprobs and all(s.w == 0.0 for s in plan.samples)
     assert [list(p) for p in plan.prompts] == [list(p.ids) for p in cli_result.prompts]
     assert [s.token_ids for s in samples] == [s.token_ids for s in cli_result.samples], "not the same samples"
 
@@ -154,29 +158,43 @@ def test_a_reference_only_filler_is_refused_by_the_in_run_evaluation(tiny_suite,
     assert engine.calls == [], "refused before sampling"
 
 
-def test_teacher_forced_logprobs_give_the_engine_kl_and_zero_against_itself(tiny_suite, cli_result):
-    """cli.evaluate --engine vllm recomputes both log-probs by Hugging Face forwards: on the PyTorch engine's samples
-    that is its KL to float32 noise, and 0 exactly for a policy against itself, where the engine's own policy
-    log-probs against a forward of the same model are not."""
-    from transformers import AutoModelForCausalLM
+def test_teacher_forced_logprobs_give_the_models_kl_and_zero_against_itself(tiny_suite, cli_result):
+    """cli.evaluate (either engine) recomputes both log-probs by Hugging Face forwards of the same batches: on the
+    PyTorch engine's samples that is the KL cli.evaluate --engine torch reported, each term the models' log-ratio
+    to float32 noise (against unpadded one-sequence forwards), and 0 exactly for a policy against itself, where
+    mixing numerics is not."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from openrlhf_pilaf.engines.scoring import response_logprobs, teacher_forced_logprobs
+    from openrlhf_pilaf.testing.exact import hf_logits
 
     def load(path, dtype=torch.float32):
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
 
+    pad = AutoTokenizer.from_pretrained(tiny_suite.policy).pad_token_id
     policy, reference = load(tiny_suite.policy), load(tiny_suite.reference)
     samples = copy.deepcopy(cli_result.samples)
-    teacher_forced_logprobs(policy, reference, pad_token_id=0)(samples)
-    forced, engine = kl_terms(samples), kl_terms(cli_result.samples)
-    assert max(abs(a - b) for a, b in zip(forced, engine, strict=True)) < FLOAT32_TOL
-    assert abs(np.mean(forced) - cli_result.summary["kl"]) < FLOAT32_TOL
+    teacher_forced_logprobs(policy, reference, pad_token_id=pad)(samples)
+    forced = kl_terms(samples)
+    assert abs(np.mean(forced) - cli_result.summary["kl"]) <= SAME_PATH_TOL
+
+    def log_ratio(s) -> float:
+        seq, rows = s.prompt_ids + s.token_ids, slice(len(s.prompt_ids) - 1, -1)
+        idx = torch.tensor(s.token_ids)[:, None]
+        lp, lq = (
+            torch.log_softmax(hf_logits(m, seq)[rows], -1).gather(-1, idx).sum().item() for m in (policy, reference)
+        )
+        return lp - lq
+
+    one_sequence = [log_ratio(s) for s in samples]
+    assert max(abs(a - b) for a, b in zip(forced, one_sequence, strict=True)) < FLOAT32_TOL
+    assert np.mean(np.abs(one_sequence)) > 1e3 * FLOAT32_TOL  # the models differ: the tolerance is small against it
 
     itself = copy.deepcopy(cli_result.samples)
-    teacher_forced_logprobs(policy, policy, pad_token_id=0)(itself)
+    teacher_forced_logprobs(policy, policy, pad_token_id=pad)(itself)
     assert kl_terms(itself) == [0.0] * len(itself)
-    # mixed numerics of one model: the engine's float32 decoding against a bf16 forward
-    rows = response_logprobs(load(tiny_suite.policy, torch.bfloat16), cli_result.samples, pad_token_id=0)
+    # mixed numerics of one model: the float32 forward against a bf16 forward
+    rows = response_logprobs(load(tiny_suite.policy, torch.bfloat16), cli_result.samples, pad_token_id=pad)
     noise = [math.fsum(s.policy_logprobs) - math.fsum(r) for s, r in zip(cli_result.samples, rows, strict=True)]
     assert max(abs(x) for x in noise) > 10 * FLOAT32_TOL
 

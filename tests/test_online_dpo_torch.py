@@ -80,8 +80,9 @@ def test_two_steps_for_each_sampler(tiny_suite, prompts, tmp_path, sampler):
     want = {"vanilla": 2, "best_of_n": 4, "hybrid": 2, "pilaf": 2 + 2 * interp / len(rows)}[sampler]
     assert sum(h["forwards_per_pair"] for h in history) / 2 == pytest.approx(want)
     assert history[-1]["labels_spent"] == 2 * len(rows)
-    # tokens x passes: what ran (the loop asks the engine for reference log-probs: the reference runs on every
-    # row) and what sampling at each row's w needs (no reference at w = 0, no policy at w = -1)
+    # tokens x passes: what ran (the loop asks the engine for reference log-probs: one reference pass over every
+    # row, the decode's at w != 0, a teacher-forced forward's at w = 0) and what sampling at each row's w needs (no
+    # reference at w = 0, no policy at w = -1)
     tokens = sum(len(r["token_ids_a"]) + len(r["token_ids_b"]) for r in rows)
     needed_ref = sum(len(r[f"token_ids_{x}"]) for r in rows for x in "ab" if r[f"w_{x}"] != 0)
     needed_pol = sum(len(r[f"token_ids_{x}"]) for r in rows for x in "ab" if r[f"w_{x}"] != -1)

@@ -14,12 +14,12 @@ printed as a table and written as JSON (`--out`, atomically): its keys at the to
 settings under "meta".
 
 Both log-probs of a response come from one code path, so that the KL measures the models and not the
-kernels: the PyTorch engine computes both while decoding; with vLLM (which samples), both are
-recomputed by teacher-forced forwards of the Hugging Face policy and reference (engines.scoring),
-because vLLM's own policy log-probs differ from a Hugging Face forward by kernel noise that would not
-cancel against the reference's. A policy evaluated against itself therefore has KL exactly 0. The
-estimator is the run's `--eval.*` one (engines.kl; docs/interpolation.md, "The evaluation KL"), and so
-are the scorer (oracle.build) and the summary.
+kernels: the engine samples, and both are recomputed by teacher-forced forwards of the Hugging Face
+policy and reference (engines.scoring), because the engine's own policy log-probs (vLLM's kernels, or
+the PyTorch engine's KV-cache decode, which does not run the reference at w = 0) differ from a forward
+by float noise that would not cancel against the reference's. A policy evaluated against itself
+therefore has KL exactly 0. The estimator is the run's `--eval.*` one (engines.kl; docs/interpolation.md,
+"The evaluation KL"), and so are the scorer (oracle.build) and the summary.
 
 Exit status: 0 done; 2 refused (bad flags, missing files, a length the models cannot hold, a
 `--data.input_key` the rows lack, incompatible tokenizers, missing patches); 1 the scorer failed.

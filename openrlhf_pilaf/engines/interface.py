@@ -30,6 +30,11 @@ from openrlhf_pilaf.engines.rules import check_w
 from openrlhf_pilaf.utils.checks import check_int, is_int
 
 FinishReason = Literal["stop", "length"]
+# Which computation gave a sample's reference log-probs: "decode" the reference's forwards while the row was
+# decoded (its own KV cache), "scored" a teacher-forced reference forward over prompt + response afterwards
+# (`engines.scoring`). Both are log pi_ref(y_t | x, y_<t) under the same weights, in another order of float
+# operations (docs/interpolation.md, "Which computation gives the reference log-probs").
+ReferenceSource = Literal["decode", "scored"]
 
 
 @dataclass(frozen=True)
@@ -90,8 +95,10 @@ class GenerationParams:
     # row runs to max_new_tokens (benchmarks).
     stop_token_ids: tuple[int, ...] | None = None
     seed: int | None = None
-    # Also return the reference's log-probs for every token. Off lets an engine run the reference only on
-    # rows with w != 0 (a vanilla batch then costs one model, a PILAF batch about 1.5).
+    # Also return the reference's log-probs for every token. The PyTorch engine decodes the reference only on rows
+    # with w != 0 either way (a vanilla batch costs one model, a PILAF batch about 1.5); with this on, its rows at
+    # w = 0 then get theirs from one batched teacher-forced reference forward (`GeneratedSample.reference_logprobs_from`
+    # says which).
     reference_logprobs: bool = True
 
     def __post_init__(self) -> None:
@@ -121,6 +128,8 @@ class GeneratedSample:
     # after it) ran them: what the row cost, which may exceed what sampling at w needs (`samplers.model_forwards`).
     # None: the engine does not report it.
     forwards_run: tuple[int, int] | None = None
+    # Which computation gave `reference_logprobs` ("decode" / "scored", `ReferenceSource`); None: none, or not said.
+    reference_logprobs_from: ReferenceSource | None = None
 
     def count_forwards(self, policy: int = 0, reference: int = 0) -> None:
         """Add model passes over this row's tokens (a teacher-forced scoring pass counts as one)."""

@@ -11,9 +11,10 @@ std(d) / sqrt(n) (`evaluation.summarize`).
 
 The two log-probs of a term must come from the same numerics, or the kernel noise between two code
 paths does not cancel in the difference (and is summed over every token): `MatchedLogprobs` sets both
-fields from one kind of forward (two Hugging Face forwards, or two OpenRLHF actor forwards), and an
-engine that computes both itself (the PyTorch engine) needs none. A policy evaluated against itself
-then has every d_i exactly 0.
+fields from one kind of forward (two Hugging Face forwards, or two OpenRLHF actor forwards). Every engine
+of this project needs one: vLLM's log-probs are its kernels', and the PyTorch engine takes a w = 0 row's
+policy log-probs from its KV-cache decode but its reference log-probs from a teacher-forced forward (it does
+not decode the reference there). A policy evaluated against itself then has every d_i exactly 0.
 """
 
 from __future__ import annotations

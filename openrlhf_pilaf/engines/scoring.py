@@ -6,10 +6,14 @@ policy's and the reference's. Like OpenRLHF's reference actor, we get the missin
 the full sequences: left-padded (`utils.sequences`), log_softmax over the model's own vocabulary,
 gathered at the response tokens.
 
+The PyTorch engine fills its rows at w = 0 this way too (`fill_logprobs`, the reference only: it does not
+decode them).
+
 For the evaluation KL both log-probs of a response must come from one kind of forward
 (docs/interpolation.md, "The evaluation KL"): `teacher_forced_logprobs` recomputes both with Hugging Face
-forwards of the two models (`cli.evaluate --engine vllm`), `actor_group_logprobs` with the forwards of two
-OpenRLHF actor groups, the learner's and the reference's (the run's evaluation on `--engine vllm`).
+forwards of the two models (`cli.evaluate`, either engine, and the run's evaluation on `--engine torch`),
+`actor_group_logprobs` with the forwards of two OpenRLHF actor groups, the learner's and the reference's (the
+run's evaluation on `--engine vllm`).
 """
 
 from __future__ import annotations
@@ -29,22 +33,40 @@ Field = Literal["policy_logprobs", "reference_logprobs"]
 
 @torch.no_grad()
 def response_logprobs(
-    model: nn.Module, samples: Sequence[GeneratedSample], *, pad_token_id: int, batch_size: int = 16
+    model: nn.Module,
+    samples: Sequence[GeneratedSample],
+    *,
+    pad_token_id: int,
+    batch_size: int = 16,
+    vocab_size: int | None = None,
 ) -> list[list[float]]:
-    """log model(token_t | prompt, tokens_<t) for every response token of every sample, float32."""
+    """log model(token_t | prompt, tokens_<t) for every response token of every sample, float32.
+
+    Only the positions that predict response tokens go through the output head and the log-softmax
+    (`logits_to_keep`: left padding ends every response at the last column), so a batch of long prompts
+    and short responses costs a forward of the body, not [B, T, V] logits. `vocab_size`: normalise over the
+    first `vocab_size` columns only (the PyTorch engine's shared vocabulary, docs/interpolation.md, "The
+    vocabulary rule"); None: the model's own vocabulary.
+    """
     device = next(model.parameters()).device
     out: list[list[float]] = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         seqs = [s.prompt_ids + s.token_ids for s in chunk]
-        ids, attention, action = left_pad_with_action_mask(seqs, [len(s.prompt_ids) for s in chunk], pad_token_id)
+        ids, attention, _ = left_pad_with_action_mask(seqs, [len(s.prompt_ids) for s in chunk], pad_token_id)
         ids, attention = ids.to(device), attention.to(device)
         positions = position_ids(attention)
-        logits = model(input_ids=ids, attention_mask=attention, position_ids=positions).logits[:, :-1].float()
-        lp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1).cpu()
+        # the last `keep` positions: the first keep - 1 of them predict the last keep - 1 tokens, every response
+        keep = max(len(s.token_ids) for s in chunk) + 1
+        logits = model(
+            input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=False, logits_to_keep=keep
+        ).logits[:, :-1]
+        if vocab_size is not None:
+            logits = logits[..., :vocab_size]
+        targets = ids[:, ids.shape[1] - keep + 1 :, None]
+        lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets).squeeze(-1).cpu()
         for i, s in enumerate(chunk):
-            row = lp[i][action[i].bool()]
-            out.append(row.tolist()[: len(s.token_ids)])
+            out.append(lp[i, keep - 1 - len(s.token_ids) :].tolist())
     return out
 
 
@@ -55,33 +77,48 @@ def fill_logprobs(
     *,
     pad_token_id: int,
     batch_size: int = 16,
+    vocab_size: int | None = None,
 ) -> None:
-    """Set `field` on every sample where it is None (in place), from `model`'s teacher-forced forward."""
+    """Set `field` on every sample where it is None (in place), from `model`'s teacher-forced forward.
+
+    Each filled sample counts one pass of that model (`GeneratedSample.count_forwards`); filled reference
+    log-probs are marked `reference_logprobs_from = "scored"`.
+    """
     if field not in ("policy_logprobs", "reference_logprobs"):
         raise ValueError(f"field must be 'policy_logprobs' or 'reference_logprobs', got {field!r}")
     todo = [s for s in samples if getattr(s, field) is None and s.token_ids]
-    for s, row in zip(
-        todo, response_logprobs(model, todo, pad_token_id=pad_token_id, batch_size=batch_size), strict=True
-    ):
+    rows = response_logprobs(model, todo, pad_token_id=pad_token_id, batch_size=batch_size, vocab_size=vocab_size)
+    for s, row in zip(todo, rows, strict=True):
         setattr(s, field, row)
         s.count_forwards(**{"policy" if field == "policy_logprobs" else "reference": 1})
     for s in samples:
         if getattr(s, field) is None:  # empty responses
             setattr(s, field, [])
+    if field == "reference_logprobs":
+        for s in todo:
+            s.reference_logprobs_from = "scored"
 
 
 def teacher_forced_logprobs(
-    policy: nn.Module, reference: nn.Module, *, pad_token_id: int, batch_size: int = 16
+    policy: nn.Module,
+    reference: nn.Module,
+    *,
+    pad_token_id: int,
+    batch_size: int = 16,
+    vocab_size: int | None = None,
 ) -> MatchedLogprobs:
     """Both log-probs of every sample from teacher-forced Hugging Face forwards of the same batches.
 
-    The engine's own policy log-probs (vLLM's kernels) are replaced: against a Hugging Face reference their
-    kernel noise would not cancel. `reference is policy` (one checkpoint) reuses the policy's rows, so a
-    policy against itself has KL exactly 0.
+    The engine's own policy log-probs (vLLM's kernels, or the PyTorch engine's KV-cache decode) are replaced:
+    against a reference from another computation their float noise would not cancel. `reference is policy` (one
+    checkpoint) reuses the policy's rows, so a policy against itself has KL exactly 0. `vocab_size`: as in
+    `response_logprobs` (the PyTorch engine's shared vocabulary).
     """
 
     def rows(model: nn.Module) -> Callable[[Sequence[GeneratedSample]], list[list[float]]]:
-        return lambda samples: response_logprobs(model, samples, pad_token_id=pad_token_id, batch_size=batch_size)
+        return lambda samples: response_logprobs(
+            model, samples, pad_token_id=pad_token_id, batch_size=batch_size, vocab_size=vocab_size
+        )
 
     return MatchedLogprobs(rows(policy), None if reference is policy else rows(reference), "teacher-forced log-probs")
 

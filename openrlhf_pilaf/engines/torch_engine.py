@@ -4,16 +4,39 @@ The fallback when vLLM is absent or its internals change, and the reference impl
 engine is tested against. Rows of a batch decode in lockstep: one prefill of the left-padded prompts
 per model, then one single-token forward per model per step, each model with its own KV cache, and
 one `ops.interpolated_sample` call per step that interpolates with each row's w, samples, and returns
-the policy's and the reference's log-probs of the drawn token (so no second scoring pass is needed).
-Rows stop at a stop token or at max_new_tokens; finished rows keep decoding padding (lockstep) until
-every row of the batch is done.
+the policy's and the reference's log-probs of the drawn token. Rows stop at a stop token or at
+max_new_tokens; finished rows keep decoding padding (lockstep) until every row of the batch is done.
 
-Unless reference log-probs are asked for, the reference runs only on the rows with w != 0 (its own
-KV cache holds just those rows): a vanilla batch costs one model, a PILAF batch (half its rows at
-w = 0) about 1.5. On CUDA (`cache="static"`, `compile=True`) the KV caches are
-preallocated and the single-token forward is compiled with CUDA graphs ("reduce-overhead"), and the
-sampling step uses the fused Triton kernel; on CPU the plain dynamic cache and PyTorch sampling are
-used.
+The reference decodes only the rows with w != 0 (its own KV cache holds just those rows), whether or
+not reference log-probs are asked for: sampling at w = 0 never reads h_ref, so a vanilla batch costs
+one model and a PILAF batch (half its rows at w = 0) about 1.5. Where reference log-probs are asked
+for (`GenerationParams.reference_logprobs`, what the DPO loop does), each response gets them exactly
+once (`GeneratedSample.reference_logprobs_from`):
+
+- rows at w != 0: from the decode, as `interpolated_sample` returned them ("decode");
+- rows at w = 0: from one batched teacher-forced reference forward over prompt + response after the
+  decode (`engines.scoring.fill_logprobs`; "scored"), counted as one reference pass over the
+  response. Chunks of at most `max_batch_size` rows, fewer where their logits would pass
+  `SCORING_LOGITS_BUDGET` (long responses over a large vocabulary).
+
+Policy log-probs always come from the decode. Both reference paths compute log pi_ref(y_t | x, y_<t)
+over the shared vocabulary with the same weights; they differ only in the order of the float
+operations (incremental KV-cache decode of a batch of the w != 0 rows against one full forward of a
+padded batch). Measured in float32 on the project's 2-core Intel Xeon (AMX), torch 2.13, with the
+tiny test models (5 seeds x 18 responses of 12 tokens, log-probs down to -30 nats): the two agree to
+1.1e-4 nats a token and 1.2e-4 nats a response; at step 0 (reference = policy) log pi - log pi_ref is
+at most 2.8e-5 a token and 5.7e-5 a response at every w. `tests/test_torch_engine.py` holds them to
+5e-4 a token and 1e-3 a 12-token response (`DECODE_VS_SCORED_*`). So a DPO pair's reference term
+reads the same quantity, log pi_ref(y|x), whichever path gave each response's
+(`reference_logprobs_from` says which): the loss does not mix two estimators, only two float orders
+of one. In bf16 two orders differ by bf16 rounding (~1e-2 nats a token), as any two code paths do.
+The evaluation KL needs both log-probs of a response from one kind of forward and so recomputes both
+(`trainer.online_dpo.eval_engine.torch_engine_logprobs`; docs/interpolation.md, "The evaluation KL").
+
+On CUDA (`cache="static"`, `compile=True`) the KV caches are preallocated and the single-token forward
+is compiled with CUDA graphs ("reduce-overhead"), and the sampling step uses the fused Triton kernel;
+the scoring forward runs the eager reference (no cache, not compiled: one prefill-shaped call per
+chunk). On CPU the plain dynamic cache and PyTorch sampling are used.
 """
 
 from __future__ import annotations
@@ -28,6 +51,7 @@ from torch import nn
 
 from openrlhf_pilaf.engines import rules
 from openrlhf_pilaf.engines.interface import GeneratedSample, GenerationParams, GenerationPlan, SampleSpec
+from openrlhf_pilaf.engines.scoring import fill_logprobs
 from openrlhf_pilaf.ops import interpolated_sample
 from openrlhf_pilaf.utils.sequences import position_ids
 
@@ -35,6 +59,11 @@ logger = logging.getLogger(__name__)
 
 CacheKind = Literal["dynamic", "static"]
 STATIC_CACHE_BUCKET = 128  # tokens
+# Logits elements (rows x kept positions x vocabulary) of one reference scoring forward: 64 rows of 1,024 new tokens
+# over a 128,256 vocabulary would be 8.4e9 (17 GB in bf16, three times that with the float32 log-softmax), so the
+# rows at w = 0 are scored in as few chunks as fit 2**28 (1 GiB of float32 logits). The CPU bench (16 rows, 64 new
+# tokens, vocabulary 32,000) fits in one.
+SCORING_LOGITS_BUDGET = 2**28
 
 
 @dataclass(frozen=True)
@@ -164,6 +193,8 @@ class TorchInterpolatedEngine:
                     plan, batch, params, torch.tensor(stop_ids, dtype=torch.long, device=self.device), generator
                 )
             )
+        if params.reference_logprobs:
+            self._score_reference(results)
         return results
 
     @torch.no_grad()
@@ -277,16 +308,37 @@ class TorchInterpolatedEngine:
         )
         return out.logits[:, -1]
 
-    def _reference_rows(self, batch: _Batch, params: GenerationParams) -> torch.Tensor | bool | None:
-        """Rows the reference must run on: all (None), a subset (index tensor), or none (False).
+    def _score_reference(self, samples: list[GeneratedSample]) -> None:
+        """Reference log-probs of the rows the reference did not decode (w = 0), by one teacher-forced pass.
 
-        Sampling needs h_ref only where w != 0; its log-probs are needed everywhere only when asked for.
-        So a PILAF batch (half w = 0) runs the reference on half the rows, a vanilla batch not at all.
+        Only those rows: rows at w != 0 keep the decode's, so no response is scored twice and a vanilla batch
+        costs one decode of the policy plus one prefill-shaped reference forward (not a second decode). Over the
+        shared vocabulary, as the decode normalises; `fill_logprobs` counts the pass and marks the rows "scored".
+        """
+        todo = [s for s in samples if s.reference_logprobs is None]
+        if not todo:
+            return
+        per_row = (max(len(s.token_ids) for s in todo) + 1) * _vocab_size(self.reference)
+        rows = max(1, min(self.max_batch_size, SCORING_LOGITS_BUDGET // per_row))
+        fill_logprobs(
+            todo,
+            self.reference,
+            "reference_logprobs",
+            pad_token_id=self.pad_token_id,
+            batch_size=rows,
+            vocab_size=self.vocab_size,
+        )
+        logger.debug("scored the reference log-probs of %d rows at w = 0, %d rows a forward", len(todo), rows)
+
+    def _reference_rows(self, batch: _Batch) -> torch.Tensor | bool | None:
+        """Rows the reference decodes: all (None), a subset (index tensor), or none (False).
+
+        Sampling needs h_ref only where w != 0, so only those rows, also when reference log-probs are asked for
+        (`_score_reference` gives the others theirs afterwards): a PILAF batch (half w = 0) runs the reference on
+        half the rows, a vanilla batch not at all.
         """
         if self.reference is None:
             return False
-        if params.reference_logprobs:
-            return None
         needed = batch.w != 0
         count = int(needed.sum())
         if count == 0:
@@ -304,7 +356,7 @@ class TorchInterpolatedEngine:
         rows, width = batch.input_ids.shape
         max_new = params.max_new_tokens
         total = batch.attention_mask.shape[1]  # KV slots per row (rounded up for static caches)
-        ref_rows = self._reference_rows(batch, params)
+        ref_rows = self._reference_rows(batch)
         # model name -> (model, its rows of the batch: None = all)
         models: dict[str, tuple[nn.Module, torch.Tensor | None]] = {"policy": (self.policy, None)}
         if ref_rows is not False:
@@ -344,7 +396,8 @@ class TorchInterpolatedEngine:
 
         logits = forward_all(batch.input_ids, width, prompt_positions, decode=False)
         w = batch.w if "reference" in models else 0.0
-        keep_reference_lp = "reference" in models and ref_rows is None
+        # Rows the reference decoded keep its log-probs (the others' are read off a zero row and dropped in _collect).
+        keep_reference_lp = "reference" in models and params.reference_logprobs
 
         tokens = torch.full((rows, max_new), self.pad_token_id, dtype=torch.long, device=self.device)
         policy_lp = torch.zeros((rows, max_new), dtype=torch.float32, device=self.device)
@@ -398,6 +451,7 @@ class TorchInterpolatedEngine:
         tokens, lengths, finished = tokens.tolist(), lengths.tolist(), finished.tolist()
         policy_lp, sampled_lp = policy_lp.tolist(), sampled_lp.tolist()
         reference_lp = reference_lp.tolist() if reference_lp is not None else None
+        decoded_reference = [reference_lp is not None and ran == 1 for ran in reference_ran]
         out = []
         for i, spec in enumerate(batch.specs):
             n = lengths[i]
@@ -409,9 +463,10 @@ class TorchInterpolatedEngine:
                     token_ids=tokens[i][:n],
                     finish_reason="stop" if finished[i] else "length",
                     policy_logprobs=policy_lp[i][:n],
-                    reference_logprobs=reference_lp[i][:n] if reference_lp is not None else None,
+                    reference_logprobs=reference_lp[i][:n] if decoded_reference[i] else None,
                     sampled_logprobs=sampled_lp[i][:n],
                     forwards_run=(1, reference_ran[i]),  # the policy runs on every row
+                    reference_logprobs_from="decode" if decoded_reference[i] else None,
                 )
             )
         return out

@@ -37,7 +37,13 @@ def branch_of(w: float, pilaf_w: float | None = None) -> Branch:
 
 @dataclass(frozen=True)
 class Response:
-    """One response y to a prompt x, with per-token log-probs under the policy and the reference (temperature 1)."""
+    """One response y to a prompt x, with per-token log-probs under the policy and the reference (temperature 1).
+
+    `reference_logprobs` are log pi_ref(y_t | x, y_<t) whichever computation gave them (the engine's decode, or a
+    teacher-forced reference forward for rows the engine did not decode the reference on: the PyTorch engine's
+    w = 0 rows, `GeneratedSample.reference_logprobs_from`): one quantity, so a pair may mix the two sources and the
+    DPO loss still reads the same reference term, equal to float32 noise (engines/torch_engine.py states the bound).
+    """
 
     token_ids: tuple[int, ...]
     branch: Branch

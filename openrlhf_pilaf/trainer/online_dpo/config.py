@@ -508,7 +508,7 @@ class OnlineDPOConfig:
         return {0: sampler}
 
     def generation_params(self, *, temperature: float | None = None):
-        """Decoding settings of the rollout (reference log-probs included: the PyTorch engine computes them)."""
+        """Decoding settings of the rollout (reference log-probs included: the DPO loss reads them)."""
         from openrlhf_pilaf.engines.interface import GenerationParams
 
         return GenerationParams(

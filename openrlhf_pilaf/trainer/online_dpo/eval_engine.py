@@ -4,8 +4,11 @@
 run config): an engine of the generation interface, the `MatchedLogprobs` that
 sets both log-probs (None where the engine returns both), the decoding settings, and how to release it.
 
-- torch: the PyTorch interpolated engine (policy + reference, Hugging Face models) returns both
-  log-probs from its own decoding forwards; seeded per call (`GenerationParams.seed`).
+- torch: the PyTorch interpolated engine (policy + reference, Hugging Face models) samples, seeded per
+  call (`GenerationParams.seed`); both log-probs are then recomputed by teacher-forced forwards of its
+  two models (`torch_engine_logprobs`): its decode gives a w = 0 row the policy's log-probs from the KV-cache
+  decode and the reference's from a teacher-forced forward, two orders of float operations that differ by
+  ~1e-4 nats a token and would not cancel (a policy against itself would not have KL exactly 0).
 - vllm: an offline interpolated `vllm.LLM` samples (seeded when created); both log-probs are then
   recomputed by teacher-forced Hugging Face forwards of the policy and the reference
   (`engines.scoring.teacher_forced_logprobs`), since vLLM's own differ from a forward by kernel noise that
@@ -84,6 +87,22 @@ def load_causal_lms(model: str, ref: str, device: str) -> tuple[torch.nn.Module,
     return policy, policy if same else load(ref)
 
 
+def torch_engine_logprobs(engine: Any, *, reference_is_policy: bool = False) -> MatchedLogprobs:
+    """Both evaluation log-probs of a `TorchInterpolatedEngine`'s samples from teacher-forced forwards of its policy
+    and its reference over the same batches, over the engine's shared vocabulary (what its decode normalises over).
+
+    `reference_is_policy` (one checkpoint on both sides): the policy's rows are reused, so the KL is exactly 0 by
+    construction. Otherwise two identical models would give equal rows too (the same forward on the same batches),
+    but the reuse does not depend on the kernels being deterministic.
+    """
+    from openrlhf_pilaf.engines.scoring import teacher_forced_logprobs
+
+    reference = engine.policy if reference_is_policy else engine.reference
+    return teacher_forced_logprobs(
+        engine.policy, reference, pad_token_id=engine.pad_token_id, vocab_size=engine.vocab_size
+    )
+
+
 def build_eval_engine(
     kind: Literal["torch", "vllm"],
     *,
@@ -110,10 +129,12 @@ def build_eval_engine(
         engine = TorchInterpolatedEngine.from_pretrained(
             model, ref, device=device, dtype=dtype, max_batch_size=max_batch_size
         )
+        # The engine only samples (the policy decodes alone at w = 0); the log-probs come from `logprobs`.
         params = GenerationParams(
-            max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, reference_logprobs=True
+            max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, reference_logprobs=False
         )
-        return EvalEngine(PlanEngine(engine), None, params)
+        same = Path(model).resolve() == Path(ref).resolve()
+        return EvalEngine(PlanEngine(engine), torch_engine_logprobs(engine, reference_is_policy=same), params)
     if kind != "vllm":
         raise ValueError(f"engine must be 'torch' or 'vllm', got {kind!r}")
 

@@ -8,11 +8,13 @@ error (`engines.kl`; docs/interpolation.md, "The evaluation KL"). The reward is 
 score (not a label), with a 95% normal interval. These are the quantities of the paper's tables
 (J = reward - 0.1 * KL there).
 
-Where both log-probs come from, per engine: the PyTorch engine returns both from its own decoding
-forwards (`logprobs=None`); with vLLM, whose log-probs are its own kernels', both are recomputed by one
-kind of forward, a `engines.kl.MatchedLogprobs` (`engines.scoring.teacher_forced_logprobs` for
-`cli.evaluate`, `engines.scoring.actor_group_logprobs` for a Ray run: the learner's and the reference
-actor's forwards).
+Where both log-probs come from: the engine only samples, and both are recomputed by one kind of
+forward, a `engines.kl.MatchedLogprobs`: teacher-forced Hugging Face forwards
+(`engines.scoring.teacher_forced_logprobs`) for `cli.evaluate` on either engine and for a run on
+`--engine torch` (`eval_engine.torch_engine_logprobs`: the PyTorch engine's decode gives a w = 0 row its
+policy log-probs from the KV-cache decode and its reference log-probs from a teacher-forced forward, which
+would not cancel), `engines.scoring.actor_group_logprobs` for a Ray run (the learner's and the reference
+actor's forwards). `logprobs=None` is for an engine that returns both from one computation.
 """
 
 from __future__ import annotations
@@ -84,8 +86,8 @@ def run_policy_evaluation(
 ) -> PolicyEvaluation:
     """Sample `samples_per_prompt` responses per prompt at w = 0, set their log-probs, score them, and summarise.
 
-    `engine`: the generation interface. `logprobs`: None when the engine returns both log-probs itself (the
-    PyTorch engine, `params.reference_logprobs`); otherwise the `MatchedLogprobs` that recomputes both.
+    `engine`: the generation interface. `logprobs`: the `MatchedLogprobs` that recomputes both log-probs (every
+    engine of this project); None when the engine returns both from one computation (`params.reference_logprobs`).
     `scorer`: the run's oracle (`PreferenceOracle.score`: checked and retried as for labels) or a bare scorer;
     the wrong count of scores or non-finite ones are refused either way.
     """

@@ -22,7 +22,10 @@ class PairBatch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     action_mask: torch.Tensor
-    ref_logps: torch.Tensor  # [2n] log pi_ref of each response, summed (from sampling time)
+    # [2n] log pi_ref of each response, summed (from sampling time). One quantity for every row whichever computation
+    # gave it: on the PyTorch engine the decode's (w != 0) or one teacher-forced reference forward's (w = 0), equal to
+    # float32 noise (GeneratedSample.reference_logprobs_from; engines/torch_engine.py states the bound).
+    ref_logps: torch.Tensor
 
 
 def pair_batches(pairs: Sequence[TrainingPair], micro_batch_size: int, pad_token_id: int) -> Iterator[PairBatch]:

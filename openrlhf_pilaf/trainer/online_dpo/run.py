@@ -191,9 +191,13 @@ def build_parts(
         learner, engine = build_torch_parts(
             cfg, args, reference_path=reference_path, tokenizer=tokenizer, optimizer_steps=optimizer_steps
         )
+        from openrlhf_pilaf.trainer.online_dpo.eval_engine import torch_engine_logprobs
+
         if scorer is None:
             scorer = build_scorer(cfg, tokenizer, device=str(engine.device))
-        return EngineParts(learner, engine, None, scorer, raw_engine=engine)
+        # the evaluation's log-probs: teacher-forced forwards of the engine's two models (its decode's would mix two
+        # computations at w = 0), as cli.evaluate --engine torch takes them
+        return EngineParts(learner, engine, torch_engine_logprobs(engine), scorer, raw_engine=engine)
     from openrlhf_pilaf.trainer.online_dpo.runtime_ray import build_ray_parts
 
     ray_parts = build_ray_parts(
@@ -306,8 +310,8 @@ def prepare_run(cfg: OnlineDPOConfig, parts: EngineParts | None = None) -> Prepa
     oracle = build_oracle(cfg.oracle, parts.scorer, seed=cfg.train.seed)
     evaluate = None
     if eval_prompts is not None:
-        # The policy's own samples (no top-p / top-k truncation: the KL is of pi's own distribution); their reference
-        # log-probs come from the engine, or with both policy ones from `eval_logprobs`' forwards.
+        # The policy's own samples (no top-p / top-k truncation: the KL is of pi's own distribution); both log-probs
+        # from `eval_logprobs`' forwards (the engine only samples), or from the engine where that is None.
         eval_params = dataclasses.replace(
             cfg.generation_params(temperature=cfg.eval.temperature),
             top_p=1.0,
