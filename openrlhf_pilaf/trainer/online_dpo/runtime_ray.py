@@ -181,8 +181,10 @@ class RayReferenceFiller:
         self.group, self.rows = group, ActorGroupLogprobs(group)
 
     def __call__(self, samples: list[GeneratedSample]) -> None:
+        """Every response's reference log-probs, once: the vLLM engine returns the policy's only."""
         for s, row in zip(samples, self.rows(samples), strict=True):
             s.reference_logprobs = row
+            s.reference_logprobs_from = "scored"
 
 
 def build_ray_parts(cfg: OnlineDPOConfig, args, *, reference_path: str, tokenizer, optimizer_steps: int) -> RayParts:
