@@ -15,11 +15,12 @@ Waves: a step of the interpolated engine runs the reference half only if one of 
 (model.py), so a vanilla or best-of-N batch costs one model per token. A mixed batch (PILAF's, hybrid's)
 runs both halves on every row of a step that holds any w != 0 row. With `waves=True` the front ends
 therefore send the rows that need no reference (w = 0; not in the "reference" mode) first and the rest
-after, so that every step is homogeneous: on a compute-bound CPU that is what takes a PILAF batch from
-2x to about 1.5x a vanilla one (docs/benchmarks.md). On a memory-bound GPU a step costs what reading both
-models' weights costs whatever its row count, so one mixed wave is cheaper there than two waves
-(policy-only, then both): pass `waves=False`. The online DPO launcher sets it from the cluster
-(waves on CPU, one wave with GPUs).
+after, so that every step is homogeneous. On a compute-bound CPU that saves the reference's per-row cost on
+the w = 0 rows but pays each model's fixed per-step cost in both waves: measured, a PILAF batch costs 1.82x a
+vanilla one in two waves against 1.92x in one (docs/benchmarks.md). On a memory-bound GPU a step costs what
+reading both models' weights costs whatever its row count, so one mixed wave is cheaper there than two waves
+(policy-only, then both): pass `waves=False`. The online DPO launcher sets it from the cluster (waves on CPU,
+one wave with GPUs).
 
 Each SampleSpec becomes a request with `extra_args={"pilaf_w": w}` (`sampling_params`). vLLM returns one kind of
 log-prob per token, fixed by the engine's `logprobs` mode (policy, reference or sampled); it goes to
