@@ -201,6 +201,7 @@ def test_generation_interface_over_rollout_actors(ray_cluster, engine, tokenizer
         scorers={"policy": policy_hf},
         pad_token_id=tokenizer.pad_token_id,
         min_new_tokens=0,  # the sampled log-probs of z(w) itself (min_tokens would mask EOS at the first token)
+        waves=True,
     )
     assert ours.update_policy(policy_hf.named_parameters()) == len(list(policy_hf.parameters()))
     texts = _prompts(tokenizer, 2)

@@ -15,12 +15,12 @@ Waves: a step of the interpolated engine runs the reference half only if one of 
 (model.py), so a vanilla or best-of-N batch costs one model per token. A mixed batch (PILAF's, hybrid's)
 runs both halves on every row of a step that holds any w != 0 row. With `waves=True` the front ends
 therefore send the rows that need no reference (w = 0; not in the "reference" mode) first and the rest
-after, so that every step is homogeneous. On a compute-bound CPU that saves the reference's per-row cost on
-the w = 0 rows but pays each model's fixed per-step cost in both waves: measured, a PILAF batch costs 1.82x a
-vanilla one in two waves against 1.92x in one (docs/benchmarks.md). On a memory-bound GPU a step costs what
-reading both models' weights costs whatever its row count, so one mixed wave is cheaper there than two waves
-(policy-only, then both): pass `waves=False`. The online DPO launcher sets it from the cluster (waves on CPU,
-one wave with GPUs).
+after, so that every step is homogeneous. That saves the reference's per-row cost on the w = 0 rows but pays
+each model's fixed per-step cost in both waves. On CPU with an 86M model a PILAF batch costs 1.82x a vanilla
+one in two waves against 1.92x in one; with the tiny test models, where the fixed cost is nearly everything,
+waves make a PILAF step slower (docs/benchmarks.md). On a memory-bound GPU a step costs what reading both
+models' weights costs whatever its row count, so one mixed wave is cheaper there too. Hence the default,
+`waves=False` (the launcher's `--vllm.reference_waves` turns it on).
 
 Each SampleSpec becomes a request with `extra_args={"pilaf_w": w}` (`sampling_params`). vLLM returns one kind of
 log-prob per token, fixed by the engine's `logprobs` mode (policy, reference or sampled); it goes to
@@ -98,7 +98,7 @@ class _VllmFrontEnd:
         # fills reference_logprobs another way (OpenRLHF's reference actors, the DPO reference or the soup)
         self.reference_filler = reference_filler
         self.pad_token_id = pad_token_id
-        self.waves = True
+        self.waves = False
         # whether a request that skips the reference, alone in its steps, is computed without it (reference_ran)
         self.reference_skipped_when_alone = True
 
@@ -115,11 +115,17 @@ class _VllmFrontEnd:
         rest = [j for j in everything if not self.skips_reference(plan.samples[j].w)]
         return [wave for wave in (first, rest) if wave]
 
-    def reference_ran(self, w: float) -> int:
-        """Whether the engine's reference half ran on this request's tokens: not for a request that skips it in a
-        wave of its own (every step of that wave is policy-only); otherwise counted as run (in one mixed wave the
-        request shares steps with rows that need it)."""
-        return 0 if self.waves and self.reference_skipped_when_alone and self.skips_reference(w) else 1
+    def reference_ran(self, plan: GenerationPlan) -> list[int]:
+        """Per sample, whether the engine's reference half ran on its tokens: not in a wave whose every row skips it
+        (all its steps are policy-only: a vanilla or best-of-N plan, or the first wave with `waves`); in a wave that
+        mixes the two, counted as run (its steps run both halves while a row that needs the reference is in
+        flight: an upper bound for the w = 0 rows; the engine's own `pilaf_tokens_run` counts exactly)."""
+        ran = [1] * len(plan.samples)
+        for wave in self.wave_order(plan):
+            if self.reference_skipped_when_alone and all(self.skips_reference(plan.samples[j].w) for j in wave):
+                for j in wave:
+                    ran[j] = 0
+        return ran
 
     def _check(self, params: GenerationParams) -> None:
         if params.seed is not None:
@@ -140,7 +146,7 @@ class _VllmFrontEnd:
     def convert(self, plan: GenerationPlan, outputs: Sequence) -> list[GeneratedSample]:
         field = _FIELD_OF_MODE[self.logprobs]
         samples = []
-        for spec, out in zip(plan.samples, outputs, strict=True):
+        for spec, out, reference_ran in zip(plan.samples, outputs, self.reference_ran(plan), strict=True):
             (completion,) = out.outputs
             tokens = list(completion.token_ids)
             lps = [step[t].logprob for t, step in zip(tokens, completion.logprobs, strict=True)]
@@ -154,7 +160,7 @@ class _VllmFrontEnd:
                 finish_reason=completion.finish_reason,
             )
             setattr(sample, field, lps)
-            sample.count_forwards(1, self.reference_ran(spec.w))
+            sample.count_forwards(1, reference_ran)
             samples.append(sample)
         return samples
 
@@ -181,9 +187,9 @@ class VllmGenerationEngine(_VllmFrontEnd):
         logprobs: str,
         scorers: Mapping[str, nn.Module] | None = None,
         pad_token_id: int | None = None,
-        waves: bool = True,
+        waves: bool = False,
     ):
-        """`waves`: see the module docstring (True on CPU, False on a GPU)."""
+        """`waves`: see the module docstring."""
         super().__init__(logprobs, scorers, pad_token_id)
         self.llm = llm
         self.waves = bool(waves)
@@ -228,7 +234,7 @@ class RayVllmGenerationEngine(_VllmFrontEnd):
         tensor_parallel_size: int = 1,
         reference_filler: Callable[[list[GeneratedSample]], None] | None = None,
         min_new_tokens: int = 1,
-        waves: bool = True,
+        waves: bool = False,
         prefix_caching: bool = False,
     ):
         """`min_new_tokens`: vLLM's min_tokens. 1 (the DPO runs) keeps every response non-empty, at the price that
@@ -269,6 +275,7 @@ class RayVllmGenerationEngine(_VllmFrontEnd):
                 p, w, _ = r["label"]
                 by_key[(p, w)].append(r)
         out: list[GeneratedSample | None] = [None] * len(plan.samples)
+        reference_ran = self.reference_ran(plan)
         for (p, w), js in groups.items():
             got = by_key[(p, w)]
             if len(got) != len(js):
@@ -276,10 +283,12 @@ class RayVllmGenerationEngine(_VllmFrontEnd):
                     f"prompt {p} at w={w}: asked for {len(js)} responses, the engines returned {len(got)}"
                 )
             for j, r in zip(js, got, strict=True):
-                out[j] = self._to_sample(plan, p, w, r)
+                out[j] = self._to_sample(plan, p, w, r, reference_ran[j])
         return self.score(out, params)  # type: ignore[arg-type]
 
-    def _to_sample(self, plan: GenerationPlan, prompt: int, w: float, response: dict) -> GeneratedSample:
+    def _to_sample(
+        self, plan: GenerationPlan, prompt: int, w: float, response: dict, reference_ran: int
+    ) -> GeneratedSample:
         """One response of OpenRLHF's rollout executor (observation tokens, action range, rollout log-probs)."""
         obs = list(response["observation_tokens"])
         (start, end), *rest = response["action_ranges"]
@@ -302,7 +311,7 @@ class RayVllmGenerationEngine(_VllmFrontEnd):
             finish_reason="length" if response.get("truncated") else "stop",
         )
         setattr(sample, _FIELD_OF_MODE[self.logprobs], [float(v) for v in lps[start:end]])
-        sample.count_forwards(1, self.reference_ran(w))
+        sample.count_forwards(1, reference_ran)
         return sample
 
     def update_policy(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:

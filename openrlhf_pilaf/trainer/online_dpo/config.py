@@ -303,7 +303,20 @@ class VllmConfig:
         },
     )
     enforce_eager: bool = field(default=False, metadata={"help": "disable CUDA graphs"})
-    enable_prefix_caching: bool = field(default=False, metadata={"help": "vLLM prefix caching"})
+    enable_prefix_caching: bool = field(
+        default=False,
+        metadata={
+            "help": "vLLM prefix caching (then every step runs both halves: OpenRLHF's prompts carry no cache_salt)"
+        },
+    )
+    reference_waves: bool = field(
+        default=False,
+        metadata={
+            "help": "send a batch's w = 0 rows to the engines before the rest, so no step mixes them with rows that "
+            "need the reference half: pays where a step's cost is per row (large models on CPU), costs where a "
+            "step's fixed cost dominates (GPUs, small models); docs/interpolation.md"
+        },
+    )
 
     def __post_init__(self) -> None:
         _positive_int(self, "num_engines")

@@ -247,9 +247,7 @@ def build_ray_parts(cfg: OnlineDPOConfig, args, *, reference_path: str, tokenize
         logprobs="policy",  # the policy's own log-probs at temperature 1 (vllm_interp/semantics.py)
         reference_filler=fill_reference,
         tensor_parallel_size=cfg.vllm.tensor_parallel_size,
-        # w = 0 rows first, then the rest: homogeneous steps pay off where decoding is compute-bound (CPU);
-        # on GPUs one mixed wave reads each model's weights once per step instead of in two waves
-        waves=cpu_only,
+        waves=cfg.vllm.reference_waves,
         prefix_caching=cfg.vllm.enable_prefix_caching,
     )
     return RayParts(
