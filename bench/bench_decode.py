@@ -17,7 +17,7 @@ median over `--repeats`, the reference token rows the engine ran per generated t
 
 Models: a Llama of ~86M parameters (hidden 768, 12 layers, 12 heads, MLP 2048: a GPT-2-small body)
 on the project's tiny tokenizer, random weights (seed 0 policy, seed 1 reference), built once under
-`.cache/bench-decode/`. fp32, eager (bf16 is ~3x slower on AVX2-only CPUs). On CPU the vLLM worker's
+`.cache/bench-decode/`. fp32, eager unless `--vllm-compile` (bf16 is ~3x slower on AVX2-only CPUs). On CPU the vLLM worker's
 OpenMP threads are bound to `--cpu-bind` (default: all cores of this machine), and each engine gets
 `--kv-cache-gib` of KV cache: an interpolated engine stores keys and values of both models, so it
 needs twice the KV memory of a plain engine to keep the same number of sequences running (with 1 GiB
@@ -137,7 +137,7 @@ def run_vllm(args: argparse.Namespace) -> dict:
     prompts = _prompts(policy, args.batch)
     common = {
         "dtype": "float32",
-        "enforce_eager": True,
+        "enforce_eager": not args.vllm_compile,
         "max_model_len": 512,
         "seed": 0,
         "max_num_seqs": args.batch,
@@ -213,7 +213,8 @@ def run_vllm(args: argparse.Namespace) -> dict:
     return {
         "rows": rows,
         "ratios": ratios,
-        "workload_text": f"batch {args.batch}, {args.new_tokens} new tokens per sequence, fp32, eager, "
+        "workload_text": f"batch {args.batch}, {args.new_tokens} new tokens per sequence, fp32, "
+        f"{'torch.compile' if args.vllm_compile else 'eager'}, "
         f"KV cache {args.kv_cache_gib} GiB per engine, ~86M Llama; PILAF batch: half the rows at w = 0, "
         f"a quarter each at +-{PILAF_BETA}",
         "startup_s": startup,
@@ -221,6 +222,7 @@ def run_vllm(args: argparse.Namespace) -> dict:
             "batch": args.batch,
             "new_tokens": args.new_tokens,
             "pilaf_beta": PILAF_BETA,
+            "vllm_compile": args.vllm_compile,
             "kv_cache_gib": args.kv_cache_gib,
             "cpu_bind": args.cpu_bind,
             "model": BENCH_LLAMA,
@@ -277,6 +279,11 @@ def main(argv: list[str] | None = None) -> None:
         help="torch engine workload: gpu = ~1.2B Llama bf16 (the issue's), cpu = ~134M fp32; default by device",
     )
     parser.add_argument("--no-compile", action="store_true", help="torch engine on CUDA: eager, dynamic cache")
+    parser.add_argument(
+        "--vllm-compile",
+        action="store_true",
+        help="vllm engines: vLLM's torch.compile of each model (default: eager, as the launcher runs CPU engines)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per engine (default 3)")
     parser.add_argument(
         "--cpu-bind",
