@@ -17,8 +17,8 @@ median over `--repeats`, the reference token rows the engine ran per generated t
 
 Models: a Llama of ~86M parameters (hidden 768, 12 layers, 12 heads, MLP 2048: a GPT-2-small body)
 on the project's tiny tokenizer, random weights (seed 0 policy, seed 1 reference), built once under
-`.cache/bench-decode/`. fp32, eager unless `--vllm-compile` (bf16 is ~3x slower on AVX2-only CPUs). On CPU the vLLM worker's
-OpenMP threads are bound to `--cpu-bind` (default: all cores of this machine), and each engine gets
+`.cache/bench-decode/`. fp32, eager unless `--vllm-compile` (bf16 is ~3x slower on AVX2-only CPUs). On CPU
+the vLLM worker's OpenMP threads are bound to `--cpu-bind` (default: all cores of this machine), and each engine gets
 `--kv-cache-gib` of KV cache: an interpolated engine stores keys and values of both models, so it
 needs twice the KV memory of a plain engine to keep the same number of sequences running (with 1 GiB
 on this model it fits only 56 of 64 sequences, which halves its throughput for reasons that are not
@@ -177,6 +177,7 @@ def run_vllm(args: argparse.Namespace) -> dict:
                 {"tokens": tokens, "seconds": seconds, "tok_per_s": tokens / seconds, "reference_rows": reference_rows}
             )
             print(f"repeat {r + 1}/{args.repeats} {label}: {tokens} tokens in {seconds:.2f} s", flush=True)
+    step_costs = _step_costs(fronts, prompts, args, GenerationPlan, SampleSpec) if args.step_costs else None
     for llm in engines.values():
         llm.llm_engine.engine_core.shutdown()
     engines.clear()
@@ -213,6 +214,7 @@ def run_vllm(args: argparse.Namespace) -> dict:
     return {
         "rows": rows,
         "ratios": ratios,
+        "step_costs": step_costs,
         "workload_text": f"batch {args.batch}, {args.new_tokens} new tokens per sequence, fp32, "
         f"{'torch.compile' if args.vllm_compile else 'eager'}, "
         f"KV cache {args.kv_cache_gib} GiB per engine, ~86M Llama; PILAF batch: half the rows at w = 0, "
@@ -228,6 +230,32 @@ def run_vllm(args: argparse.Namespace) -> dict:
             "model": BENCH_LLAMA,
         },
     }
+
+
+STEP_COST_ROWS = (16, 32, 64)
+STEP_COST_CASES = (("plain", "plain", 0.0), ("interpolated, all w = 0", "interpolated", 0.0), (
+    "interpolated, all w = 0.1 (both halves)", "interpolated", PILAF_BETA))  # fmt: skip
+
+
+def _step_costs(fronts, prompts, args, plan_cls, spec_cls) -> list[dict]:
+    """ms per decode step of homogeneous batches of 16 / 32 / 64 rows (best of 2), and the least-squares fit
+    fixed + per_row x rows: what a step costs whatever its rows, and what each row adds."""
+    from openrlhf_pilaf.engines.interface import GenerationParams
+
+    params = GenerationParams(max_new_tokens=args.new_tokens, stop_token_ids=(), reference_logprobs=False)
+    out = []
+    for label, mode, w in STEP_COST_CASES:
+        ms = {}
+        for n in (n for n in STEP_COST_ROWS if n <= len(prompts)):
+            plan = plan_cls(prompts=prompts, samples=[spec_cls(i, w) for i in range(n)])
+            best = min(_time_plan(fronts[(mode, False)], plan, params)[1] for _ in range(2))
+            ms[n] = 1000 * best / args.new_tokens
+            print(f"step cost {label}, {n} rows: {ms[n]:.1f} ms / step", flush=True)
+        xs, ys = list(ms), list(ms.values())
+        mx, my = statistics.mean(xs), statistics.mean(ys)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+        out.append({"label": label, "ms_per_step": ms, "fixed_ms": my - slope * mx, "per_row_ms": slope})
+    return out
 
 
 # --engine NAME -> runner; other engines (e.g. the PyTorch engine on GPU) register here.
@@ -263,6 +291,13 @@ def print_table(result: dict) -> None:
         print(f"| {row['label']} | {row['models']} | {row['best']:.0f} | {median} |")
     for label, value in result["ratios"].items():
         print(f"| ratio: {label} | | {value:.2f} | |")
+    if result.get("step_costs"):
+        sizes = sorted({n for c in result["step_costs"] for n in c["ms_per_step"]})
+        print("\n| engine, rows at | " + " | ".join(f"{n} rows (ms / step)" for n in sizes) + " | fit: ms / step |")
+        print("|---|" + "---|" * (len(sizes) + 1))
+        for c in result["step_costs"]:
+            cells = " | ".join(f"{c['ms_per_step'][n]:.1f}" for n in sizes)
+            print(f"| {c['label']} | {cells} | {c['fixed_ms']:.0f} + {c['per_row_ms']:.2f} x rows |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -279,6 +314,11 @@ def main(argv: list[str] | None = None) -> None:
         help="torch engine workload: gpu = ~1.2B Llama bf16 (the issue's), cpu = ~134M fp32; default by device",
     )
     parser.add_argument("--no-compile", action="store_true", help="torch engine on CUDA: eager, dynamic cache")
+    parser.add_argument(
+        "--step-costs",
+        action="store_true",
+        help="vllm: also time homogeneous batches of 16 / 32 / 64 rows and fit ms per step = fixed + per row x rows",
+    )
     parser.add_argument(
         "--vllm-compile",
         action="store_true",

@@ -30,7 +30,8 @@ imports on every version and the class is a subclass of exactly the interfaces t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
@@ -129,12 +130,19 @@ class _PersistentBatchRows:
     processor decides it from the log-probs mode and prefix caching); `reference_needed()` is then the
     step plan: whether any row of the batch needs the reference half."""
 
-    def __init__(self, default_w: float, w_base: float, device: torch.device, policy_only_allowed=None):
+    def __init__(
+        self,
+        default_w: float,
+        w_base: float,
+        device: torch.device,
+        policy_only_allowed: Callable[[Any], bool] | None = None,
+    ):
         self.default_w, self.w_base, self.device = default_w, w_base, device
         self._policy_only_allowed = policy_only_allowed or (lambda params: False)
         self.rows: dict[int, _Row] = {}
         self.batch_size = 0
         self._cached: tuple[torch.Tensor | None, torch.Tensor | None] | None = None
+        self._reference_needed: bool | None = None  # cached per batch layout, like the coefficients
 
     def update(self, batch_update: BatchUpdate | None) -> None:
         if batch_update is None:
@@ -153,14 +161,15 @@ class _PersistentBatchRows:
                 self.rows[a] = rb
         self.batch_size = batch_update.batch_size
         self._cached = None
+        self._reference_needed = None
 
     def reference_needed(self) -> bool:
         """Whether a row of the current batch needs the reference half (a row without state: yes)."""
-        for row in range(self.batch_size):
-            state = self.rows.get(row)
-            if state is None or not state.policy_only:
-                return True
-        return False
+        if self._reference_needed is None:
+            self._reference_needed = any(
+                (state := self.rows.get(row)) is None or not state.policy_only for row in range(self.batch_size)
+            )
+        return self._reference_needed
 
     def _coefficients(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """([batch] w - w_base on the device, or None when every row is at w_base; the rows with w != w_base when
