@@ -251,10 +251,8 @@ def _step_costs(fronts, prompts, args, plan_cls, spec_cls) -> list[dict]:
             best = min(_time_plan(fronts[(mode, False)], plan, params)[1] for _ in range(2))
             ms[n] = 1000 * best / args.new_tokens
             print(f"step cost {label}, {n} rows: {ms[n]:.1f} ms / step", flush=True)
-        xs, ys = list(ms), list(ms.values())
-        mx, my = statistics.mean(xs), statistics.mean(ys)
-        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
-        out.append({"label": label, "ms_per_step": ms, "fixed_ms": my - slope * mx, "per_row_ms": slope})
+        fit = statistics.linear_regression(list(ms), list(ms.values()))
+        out.append({"label": label, "ms_per_step": ms, "fixed_ms": fit.intercept, "per_row_ms": fit.slope})
     return out
 
 

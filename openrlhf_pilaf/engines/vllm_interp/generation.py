@@ -115,13 +115,13 @@ class _VllmFrontEnd:
         rest = [j for j in everything if not self.skips_reference(plan.samples[j].w)]
         return [wave for wave in (first, rest) if wave]
 
-    def reference_ran(self, plan: GenerationPlan) -> list[int]:
+    def reference_ran(self, plan: GenerationPlan, waves: list[list[int]]) -> list[int]:
         """Per sample, whether the engine's reference half ran on its tokens: not in a wave whose every row skips it
         (all its steps are policy-only: a vanilla or best-of-N plan, or the first wave with `waves`); in a wave that
         mixes the two, counted as run (its steps run both halves while a row that needs the reference is in
         flight: an upper bound for the w = 0 rows; the engine's own `pilaf_tokens_run` counts exactly)."""
         ran = [1] * len(plan.samples)
-        for wave in self.wave_order(plan):
+        for wave in waves:
             if self.reference_skipped_when_alone and all(self.skips_reference(plan.samples[j].w) for j in wave):
                 for j in wave:
                     ran[j] = 0
@@ -143,10 +143,11 @@ class _VllmFrontEnd:
                 f"scorers={{{', '.join(repr(m) + ': model' for m in missing)}}}{hint}"
             )
 
-    def convert(self, plan: GenerationPlan, outputs: Sequence) -> list[GeneratedSample]:
+    def convert(self, plan: GenerationPlan, outputs: Sequence, waves: list[list[int]]) -> list[GeneratedSample]:
+        """RequestOutputs (in plan order) -> samples; `waves`: how they were sent (`wave_order`)."""
         field = _FIELD_OF_MODE[self.logprobs]
         samples = []
-        for spec, out, reference_ran in zip(plan.samples, outputs, self.reference_ran(plan), strict=True):
+        for spec, out, reference_ran in zip(plan.samples, outputs, self.reference_ran(plan, waves), strict=True):
             (completion,) = out.outputs
             tokens = list(completion.token_ids)
             lps = [step[t].logprob for t, step in zip(tokens, completion.logprobs, strict=True)]
@@ -197,7 +198,8 @@ class VllmGenerationEngine(_VllmFrontEnd):
     def generate(self, plan: GenerationPlan, params: GenerationParams) -> list[GeneratedSample]:
         self._check(params)
         outputs: list = [None] * len(plan.samples)
-        for wave in self.wave_order(plan):
+        waves = self.wave_order(plan)
+        for wave in waves:
             got = self.llm.generate(
                 [self._prompt(plan, j) for j in wave],
                 [
@@ -208,7 +210,7 @@ class VllmGenerationEngine(_VllmFrontEnd):
             )
             for j, out in zip(wave, got, strict=True):
                 outputs[j] = out
-        return self.score(self.convert(plan, outputs), params)
+        return self.score(self.convert(plan, outputs, waves), params)
 
     def _prompt(self, plan: GenerationPlan, j: int) -> dict:
         """A request's prompt; one that skips the reference gets its own prefix-cache namespace (names.py)."""
@@ -260,7 +262,8 @@ class RayVllmGenerationEngine(_VllmFrontEnd):
             )
         by_key: dict[tuple[int, float], list[dict]] = defaultdict(list)
         groups: dict[tuple[int, float], list[int]] = defaultdict(list)
-        for wave in self.wave_order(plan):
+        waves = self.wave_order(plan)
+        for wave in waves:
             wave_groups: dict[tuple[int, float], list[int]] = defaultdict(list)
             for j in wave:
                 wave_groups[(plan.samples[j].prompt, float(plan.samples[j].w))].append(j)
@@ -275,7 +278,7 @@ class RayVllmGenerationEngine(_VllmFrontEnd):
                 p, w, _ = r["label"]
                 by_key[(p, w)].append(r)
         out: list[GeneratedSample | None] = [None] * len(plan.samples)
-        reference_ran = self.reference_ran(plan)
+        reference_ran = self.reference_ran(plan, waves)
         for (p, w), js in groups.items():
             got = by_key[(p, w)]
             if len(got) != len(js):

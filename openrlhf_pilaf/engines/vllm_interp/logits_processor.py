@@ -93,24 +93,21 @@ if not (HAS_V1_INTERFACE or HAS_V2_INTERFACE):
 
 
 def _interpolate_rows(
-    logits: torch.Tensor, terms: InterpolationTerms, coef: torch.Tensor | None, moved: torch.Tensor | None = None
+    logits: torch.Tensor, terms: InterpolationTerms, coef: torch.Tensor | None, still: torch.Tensor | None = None
 ) -> torch.Tensor:
     """In place: logits[i] += coef[i] * delta[i] (skipped when coef is None: all zero); then -inf past the
-    shared vocabulary in every row. `moved`: the rows with coef != 0 when some are 0 (V1 runner), which
-    alone are touched: a row at w_base may have skipped the reference in earlier steps, so its reference
-    half read KV never written, and 0 * delta must not carry that into its logits."""
+    shared vocabulary in every row. `still`: the rows with coef == 0 when only some are (V1 runner). Their
+    delta rows are zeroed first: such a row may have skipped the reference in earlier steps, so its reference
+    half read KV never written, and 0 * NaN must not reach its logits."""
     if coef is not None:
         if terms.delta is None:
             raise HandoffError(
                 "rows of this batch need the reference half, but the model ran the policy half only this step "
                 "(the step plan and the batch's w disagree)"
             )
-        if moved is None:
-            logits.addcmul_(coef.unsqueeze(1), terms.delta)  # z(w) = z(w_base) + (w - w_base) * (h_policy - h_ref)
-        else:
-            rows = logits.index_select(0, moved)
-            rows.addcmul_(coef.index_select(0, moved).unsqueeze(1), terms.delta.index_select(0, moved))
-            logits.index_copy_(0, moved, rows)
+        if still is not None:
+            terms.delta.index_fill_(0, still, 0.0)  # the step's own tensor, freed after this call
+        logits.addcmul_(coef.unsqueeze(1), terms.delta)  # z(w) = z(w_base) + (w - w_base) * (h_policy - h_ref)
     if terms.banned_from is not None:
         logits[:, terms.banned_from :] = float("-inf")
     return logits
@@ -172,8 +169,8 @@ class _PersistentBatchRows:
         return self._reference_needed
 
     def _coefficients(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """([batch] w - w_base on the device, or None when every row is at w_base; the rows with w != w_base when
-        only some are, else None), cached per batch layout."""
+        """([batch] w - w_base on the device, or None when every row is at w_base; the rows at w_base when only
+        some are, else None), cached per batch layout."""
         if self._cached is None:
             w = torch.full((self.batch_size,), self.default_w, dtype=torch.float32)
             for row, state in self.rows.items():
@@ -185,8 +182,8 @@ class _PersistentBatchRows:
             if not bool(nonzero.any()):
                 self._cached = (None, None)
             else:
-                moved = None if bool(nonzero.all()) else nonzero.nonzero().flatten().to(self.device)
-                self._cached = (coef.to(self.device), moved)
+                still = None if bool(nonzero.all()) else (~nonzero).nonzero().flatten().to(self.device)
+                self._cached = (coef.to(self.device), still)
         return self._cached
 
     def apply(self, logits: torch.Tensor, terms: InterpolationTerms) -> torch.Tensor:
@@ -195,8 +192,8 @@ class _PersistentBatchRows:
                 f"{logits.shape[0]} logits rows but {self.batch_size} requests in the persistent batch; the per-row w "
                 "would be misassigned"
             )
-        coef, moved = self._coefficients()
-        return _interpolate_rows(logits, terms, coef, moved)
+        coef, still = self._coefficients()
+        return _interpolate_rows(logits, terms, coef, still)
 
 
 class _RequestSlotRows:
