@@ -549,9 +549,16 @@ class TestPolicyOnlySteps:
             requests.append({"prompt_token_ids": p, "cache_salt": POLICY_ONLY_SALT})
             params.append(zero)
             metas.append((p, 0.0))
+        before = self._tokens_run(engine)
         outputs = engine.generate(requests, params, use_tqdm=False)
+        after = self._tokens_run(engine)
         worst, checked = _worst_token_error(outputs, metas, hf, interpolated_logprobs)
         print(f"after a policy-only wave, w in {ws} and 0: {checked} tokens, max log-prob error {worst:.2e}")
+        # the mixed steps ran the reference half on the w != 0 requests' tokens only (2 samples each: prompts,
+        # unless cached, and 3 decode steps), never on the w = 0 rows' (at least their 3 decode steps each)
+        ran = {half: after[half] - before[half] for half in after}
+        assert 0 < ran["reference"] <= sum(2 * (len(p) + 3) for p, w in metas if w != 0.0), ran
+        assert ran["policy"] - ran["reference"] >= 3 * len(prompts), ran
         assert checked > 0
         if tol is not None:
             assert worst < tol, worst

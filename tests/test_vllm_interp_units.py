@@ -652,7 +652,7 @@ def test_interpolated_engine_kwargs_refuse_overrides(tmp_path, monkeypatch):
 def test_v1_step_plan_runs_the_reference_only_when_a_row_needs_it(logprobs):
     """update_state (before the forward) tells the model whether any row of the batch needs the reference: never
     in the "reference" mode (its logits are the reference's), otherwise iff some row is not at w = 0."""
-    from vllm.v1.sample.logits_processor import BatchUpdate
+    from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
 
     from openrlhf_pilaf.engines.vllm_interp.handoff import channel_for
 
@@ -663,14 +663,21 @@ def test_v1_step_plan_runs_the_reference_only_when_a_row_needs_it(logprobs):
     proc.update_state(
         BatchUpdate(2, removed=[], added=[(0, _params(0.0), None, []), (1, _params(), None, [])], moved=[])
     )
-    assert channel.take_step_plan() is not skip  # default w 0 and an explicit 0: policy-only rows
-    assert channel.take_step_plan() is True  # one plan serves one forward; without a plan, both halves run
+    assert channel.take_step_plan().reference is not skip  # default w 0 and an explicit 0: policy-only rows
+    assert channel.take_step_plan().reference is True  # one plan serves one forward; without a plan, both halves run
     proc.update_state(None)  # same rows next step: the plan is sent again
-    assert channel.take_step_plan() is not skip
+    assert channel.take_step_plan().reference is not skip
     proc.update_state(BatchUpdate(3, removed=[], added=[(2, _params(0.1), None, [])], moved=[]))
-    assert channel.take_step_plan() is True
+    plan = channel.take_step_plan()
+    assert plan.reference is True
+    # only row 2 needs it: the model runs the reference half on that request's tokens only (reference_rows.py)
+    assert (plan.rows is None) is not skip and (not skip or plan.rows.tolist() == [2]) and plan.batch_size == 3
+    proc.update_state(BatchUpdate(3, removed=[], added=[], moved=[(0, 2, MoveDirectionality.SWAP)]))
+    plan = channel.take_step_plan()
+    assert not skip or plan.rows.tolist() == [0]  # the row followed vLLM's swap
+    proc.update_state(BatchUpdate(3, removed=[], added=[], moved=[(2, 0, MoveDirectionality.SWAP)]))
     proc.update_state(BatchUpdate(2, removed=[2], added=[], moved=[]))
-    assert channel.take_step_plan() is not skip
+    assert channel.take_step_plan().reference is not skip
 
 
 @needs_v1
@@ -686,9 +693,9 @@ def test_v1_prefix_caching_skips_only_marked_requests():
     channel = channel_for(vcfg)
     marked = SamplingParams(extra_args={W_KEY: 0.0, POLICY_ONLY_KEY: True})
     proc.update_state(BatchUpdate(1, removed=[], added=[(0, _params(0.0), None, [])], moved=[]))
-    assert channel.take_step_plan() is True
+    assert channel.take_step_plan().reference is True
     proc.update_state(BatchUpdate(1, removed=[0], added=[(0, marked, None, [])], moved=[]))
-    assert channel.take_step_plan() is False
+    assert channel.take_step_plan().reference is False
 
 
 def test_policy_only_mark_is_refused_away_from_w_zero():

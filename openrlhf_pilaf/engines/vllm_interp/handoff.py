@@ -14,12 +14,14 @@ therefore refuses, with HandoffError, terms that:
   only shape and freshness are checked.
 
 The channel also carries one message the other way, before the step: the V1 runner calls the processor's
-`update_state` before the model's forward, and the processor, which alone knows every row's w, says whether
-any row of the coming forward needs the reference half (`plan_step`). The model reads that plan once
-(`take_step_plan`; a forward without a plan runs both halves, so warm-up, profiling and Model Runner V2,
-which has no such hook, are never wrong) and, when no row needs it, runs the policy half only and
-publishes terms without a difference (`delta=None`); the processor refuses those for a batch in which
-some row sits at another w.
+`update_state` before the model's forward, and the processor, which alone knows every row's w, says which
+rows of the coming forward need the reference half (`plan_step`). The model reads that plan once
+(`take_step_plan`; a forward without a plan runs both halves on every row, so warm-up, profiling and Model
+Runner V2, which has no such hook, are never wrong). When no row needs it, the model runs the policy half
+only and publishes terms without a difference (`delta=None`); the processor refuses those for a batch in
+which some row sits at another w. When some rows do, the model runs the reference half on their tokens only
+(reference_rows.py), using the step's attention-metadata builds that the channel also keeps
+(`record_build` / `take_builds`).
 
 One channel per engine, keyed by the vLLM config's instance id: model and processor are built from
 the same config object inside one worker, and two engines in one process do not share a channel.
@@ -30,6 +32,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -51,24 +54,53 @@ class InterpolationTerms:
     banned_from: int | None
 
 
+@dataclass(frozen=True)
+class StepPlan:
+    """What the coming forward must run, from the processor that knows every row's w (V1 runner)."""
+
+    reference: bool  # run the reference half at all
+    # the batch rows (requests, in the step's order) that need it when only some do; None: every row
+    rows: np.ndarray | None = None
+    batch_size: int | None = None  # rows in the batch this plan describes (None: unknown)
+
+
+_BOTH_HALVES = StepPlan(True)
+
+
 class LogitsHandoff:
     def __init__(self) -> None:
         self._terms: InterpolationTerms | None = None
         self._published = 0
         self._taken = 0
-        self._reference_needed = True
+        self._plan = _BOTH_HALVES
         self._tokens_run = {"policy": 0, "reference": 0}
+        self._build_layers: frozenset[str] = frozenset()
+        self._builds: list[tuple[object, object]] = []
 
-    # ---- before the forward: does any row need the reference half?
-    def plan_step(self, reference_needed: bool) -> None:
-        """The processor (V1 runner, `update_state`): whether the coming forward has a row that needs the reference."""
-        self._reference_needed = bool(reference_needed)
+    # ---- before the forward: which rows need the reference half?
+    def plan_step(self, reference_needed: bool, rows: np.ndarray | None = None, batch_size: int | None = None) -> None:
+        """The processor (V1 runner, `update_state`): whether the coming forward has a row that needs the reference,
+        and, when only some do, which (`rows`, of a batch of `batch_size`)."""
+        self._plan = StepPlan(bool(reference_needed), rows if reference_needed else None, batch_size)
 
-    def take_step_plan(self) -> bool:
-        """The model (`forward`): whether to run the reference half. One plan serves one forward; without a
-        fresh plan the answer is True (both halves), the safe default."""
-        needed, self._reference_needed = self._reference_needed, True
-        return needed
+    def take_step_plan(self) -> StepPlan:
+        """The model (`forward`): what to run. One plan serves one forward; without a fresh plan both halves
+        run on every row, the safe default."""
+        plan, self._plan = self._plan, _BOTH_HALVES
+        return plan
+
+    def capture_builds_for(self, layer_names: frozenset[str]) -> None:
+        """Keep the attention-metadata builds that serve these layers (reference_rows.install_build_capture)."""
+        self._build_layers = frozenset(layer_names)
+
+    def record_build(self, builder, common_attn_metadata) -> None:
+        if self._build_layers.intersection(getattr(builder, "layer_names", ())):
+            self._builds.append((builder, common_attn_metadata))
+
+    def take_builds(self) -> list[tuple[object, object]]:
+        """The (builder, common metadata) pairs recorded since the last call: this step's, read by its forward."""
+        builds, self._builds = self._builds, []
+        return builds
 
     def count_tokens(self, half: str, tokens: int) -> None:
         """Tokens each half ran (the forward's input rows), for `tokens_run` and the benchmarks."""

@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 import torch
 
 from openrlhf_pilaf.engines.vllm_interp.handoff import HandoffError, InterpolationTerms, channel_for
@@ -124,8 +125,8 @@ class _PersistentBatchRows:
     """V1 runner: w per position in the persistent batch, following vLLM's add / remove / move updates.
 
     `policy_only_allowed(params)` says whether a request at w_base = 0 may skip the reference half (the
-    processor decides it from the log-probs mode and prefix caching); `reference_needed()` is then the
-    step plan: whether any row of the batch needs the reference half."""
+    processor decides it from the log-probs mode and prefix caching); `reference_plan()` is then the
+    step plan: whether any row of the batch needs the reference half, and which."""
 
     def __init__(
         self,
@@ -139,7 +140,8 @@ class _PersistentBatchRows:
         self.rows: dict[int, _Row] = {}
         self.batch_size = 0
         self._cached: tuple[torch.Tensor | None, torch.Tensor | None] | None = None
-        self._reference_needed: bool | None = None  # cached per batch layout, like the coefficients
+        # (any row needs the reference, the rows that do when only some do), cached per batch layout
+        self._plan: tuple[bool, np.ndarray | None] | None = None
 
     def update(self, batch_update: BatchUpdate | None) -> None:
         if batch_update is None:
@@ -158,15 +160,24 @@ class _PersistentBatchRows:
                 self.rows[a] = rb
         self.batch_size = batch_update.batch_size
         self._cached = None
-        self._reference_needed = None
+        self._plan = None
 
-    def reference_needed(self) -> bool:
-        """Whether a row of the current batch needs the reference half (a row without state: yes)."""
-        if self._reference_needed is None:
-            self._reference_needed = any(
-                (state := self.rows.get(row)) is None or not state.policy_only for row in range(self.batch_size)
+    def reference_plan(self) -> tuple[bool, np.ndarray | None]:
+        """(whether a row of the current batch needs the reference half, the rows that do when only some do;
+        None when all do). A row without state needs it."""
+        if self._plan is None:
+            needs = np.fromiter(
+                ((state := self.rows.get(row)) is None or not state.policy_only for row in range(self.batch_size)),
+                dtype=bool,
+                count=self.batch_size,
             )
-        return self._reference_needed
+            if needs.all():
+                self._plan = (True, None)
+            elif not needs.any():
+                self._plan = (False, None)
+            else:
+                self._plan = (True, np.flatnonzero(needs))
+        return self._plan
 
     def _coefficients(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """([batch] w - w_base on the device, or None when every row is at w_base; the rows at w_base when only
@@ -284,8 +295,9 @@ class InterpolationLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
         if self._v1 is None:
             raise RuntimeError("update_state belongs to the V1 runner interface, but this processor was built by V2")
         self._v1.update(batch_update)
-        # the V1 runner calls this before the step's forward: tell the model whether to run the reference half
-        self._handoff.plan_step(self._v1.reference_needed())
+        # the V1 runner calls this before the step's forward: tell the model which rows need the reference half
+        needed, rows = self._v1.reference_plan()
+        self._handoff.plan_step(needed, rows, self._v1.batch_size)
 
     # ---- Model Runner V2 interface
     def add_request(self, req_idx: int, sampling_params) -> bool:

@@ -22,8 +22,11 @@ through the hand-off channel (handoff.py), and `compute_logits` tells the two ca
 Such a step costs one model, like a plain engine; its tokens' reference KV is left unwritten, which is
 why a request may skip only if no other request can read its blocks (names.POLICY_ONLY_KEY). The
 reference's KV tensors are still allocated (vLLM sizes one KV tensor per attention layer and shares the
-block tables), so the engine holds the same number of sequences whatever the mix. Model Runner V2 gives
-a processor no such hook before the forward: there every step runs both halves.
+block tables), so the engine holds the same number of sequences whatever the mix. A mixed step (some
+rows at w != 0) runs the reference half on those rows' tokens only, with attention metadata cut down to
+their requests (reference_rows.py; it declines, and runs both halves on every row, where it cannot reason
+about the step). Model Runner V2 gives a processor no hook before the forward: there every step runs
+both halves on every row.
 
 Weights: the policy checkpoint is the engine's model path; the reference is read from its own
 checkpoint through vLLM's `secondary_weights` hook of the default loader, once, at start-up. Every
@@ -57,6 +60,7 @@ from openrlhf_pilaf.engines.vllm_interp.names import (
     POLICY_ONLY_KEY,
     REFERENCE,
 )
+from openrlhf_pilaf.engines.vllm_interp.reference_rows import ReferenceSubset, install_build_capture
 from openrlhf_pilaf.engines.vllm_interp.semantics import semantics_of
 
 _REFERENCE_PREFIX = REFERENCE + "."
@@ -234,6 +238,11 @@ class PilafInterpolatedForCausalLM(nn.Module):
         self._hidden_size = int(model_config.get_hidden_size())
         # the reference half can be left out of a step only where the returned logits are the policy's
         self._may_skip_reference = self.settings.w_base == 0.0
+        # ... and run on some rows of a mixed step only where its attention layers' metadata can be cut
+        self._subset = _reference_subset(self.reference, self._handoff) if self._may_skip_reference else None
+        # (rows, batch size) of this step's requests whose reference half ran, for compute_logits
+        self._subset_rows: tuple[torch.Tensor, int] | None = None
+        self._declined: set[str] = set()
         if self._may_skip_reference and getattr(vllm_config.cache_config, "enable_prefix_caching", False):
             logger.info(
                 "%s: prefix caching is on, so requests at w = 0 skip the reference half only when they carry "
@@ -262,22 +271,58 @@ class PilafInterpolatedForCausalLM(nn.Module):
                 f"{INTERPOLATED_ARCHITECTURE} runs both halves from token ids; inputs_embeds and pipeline "
                 "parallelism are unsupported"
             )
-        run_reference = self._may_skip_reference is False or self._handoff.take_step_plan()
+        plan = self._handoff.take_step_plan() if self._may_skip_reference else None
+        builds = self._handoff.take_builds()
+        self._subset_rows = None
         h_policy = self.policy(input_ids, positions, **kwargs)
         self._handoff.count_tokens(POLICY, positions.shape[-1])
-        if not run_reference:
+        if plan is not None and not plan.reference:
             return h_policy  # [T, H]: no row of this step needs the reference (see the module docstring)
-        h_reference = self.reference(input_ids, positions, **kwargs)
-        self._handoff.count_tokens(REFERENCE, positions.shape[-1])
+        h_reference = None
+        if plan is not None and plan.rows is not None:
+            h_reference = self._reference_on_rows(input_ids, positions, plan, builds, kwargs)
+        if h_reference is None:
+            h_reference = self.reference(input_ids, positions, **kwargs)
+            self._handoff.count_tokens(REFERENCE, positions.shape[-1])
         # [T, 2H]: vLLM indexes rows (tokens) of this tensor before compute_logits, keeping the halves paired.
         return torch.cat([h_policy, h_reference], dim=-1)
+
+    def _reference_on_rows(self, input_ids, positions, plan, builds, kwargs) -> torch.Tensor | None:
+        """The reference half on the tokens of the plan's rows only, zeros elsewhere ([T, H]); None when this step
+        does not allow it (reference_rows.py says when), and the caller runs it on every row."""
+        from vllm.forward_context import get_forward_context
+
+        from openrlhf_pilaf.engines.vllm_interp.reference_rows import SubsetDeclined
+
+        num_tokens = positions.shape[-1]
+        try:
+            if self._subset is None:
+                raise SubsetDeclined("the reference's attention layers were not found at start-up")
+            with self._subset.swap(get_forward_context(), builds, plan.rows, num_tokens) as tokens:
+                index = torch.from_numpy(tokens).to(positions.device)
+                h_rows = self.reference(input_ids.index_select(0, index), positions.index_select(-1, index), **kwargs)
+            self._handoff.take_builds()  # our own build of the subset's metadata, recorded by the capture
+        except SubsetDeclined as e:
+            if str(e) not in self._declined:  # once per reason: it repeats every mixed step
+                self._declined.add(str(e))
+                logger.info("%s: mixed steps run the reference half on every row: %s", INTERPOLATED_ARCHITECTURE, e)
+            return None
+        self._handoff.count_tokens(REFERENCE, int(index.numel()))
+        h_reference = h_rows.new_zeros((num_tokens, h_rows.shape[-1]))
+        h_reference.index_copy_(0, index, h_rows)
+        if plan.batch_size is not None:  # one logits row per request (V1 without speculative decoding)
+            self._subset_rows = (torch.from_numpy(plan.rows).to(positions.device), plan.batch_size)
+        return h_reference
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
         if hidden_states.shape[-1] == self._hidden_size:  # the step ran the policy half only
             return self._policy_only_logits(hidden_states)
         h_policy, h_reference = hidden_states.chunk(2, dim=-1)
+        # the rows whose reference half ran (a mixed step, one logits row per request): the reference head only there
+        subset, self._subset_rows = self._subset_rows, None
+        rows = subset[0] if subset is not None and subset[1] == hidden_states.shape[0] else None
         policy_logits = self.policy.compute_logits(h_policy)
-        reference_logits = self.reference.compute_logits(h_reference)
+        reference_logits = self.reference.compute_logits(h_reference if rows is None else h_reference[rows])
         if policy_logits is None:  # a tensor-parallel rank that holds no logits
             return None
         policy = policy_logits.float()  # float32 even in bf16 engines: the V1 sampler then works in place on it
@@ -288,7 +333,10 @@ class PilafInterpolatedForCausalLM(nn.Module):
                 f"{self.vocab.policy} / {self.vocab.reference}"
             )
         shared = self.vocab.shared
-        if reference.shape[-1] == policy.shape[-1]:
+        if rows is not None:  # rows outside the subset carry no difference (all at w = 0)
+            delta = torch.zeros_like(policy)
+            delta[:, :shared].index_copy_(0, rows, policy[rows, :shared] - reference[:, :shared])
+        elif reference.shape[-1] == policy.shape[-1]:
             delta = policy - reference
         else:  # padding: columns past the shared vocabulary carry no difference (never sampled: docs/interpolation.md)
             delta = torch.zeros_like(policy)
@@ -345,6 +393,22 @@ class PilafInterpolatedForCausalLM(nn.Module):
     def pilaf_halves(self) -> dict[str, nn.Module]:
         """The two halves by name, for fingerprints (reference untouched by syncs)."""
         return {POLICY: self.policy, REFERENCE: self.reference}
+
+
+def _reference_subset(reference: nn.Module, handoff) -> ReferenceSubset | None:
+    """The reference's attention layers (vLLM names each by its prefix), with their backends' metadata builds
+    captured into the engine's channel; None when it has none we recognise (mixed steps then run it on all rows)."""
+    layers = {
+        m.layer_name: m
+        for m in reference.modules()
+        if isinstance(getattr(m, "layer_name", None), str) and hasattr(m, "attn_backend")
+    }
+    if not layers:
+        return None
+    for layer in layers.values():
+        install_build_capture(layer.attn_backend.get_builder_cls())
+    handoff.capture_builds_for(frozenset(layers))
+    return ReferenceSubset(list(layers))
 
 
 def _policy_only(weights: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
