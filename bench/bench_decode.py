@@ -7,13 +7,15 @@ vllm: a plain vLLM engine on the policy and the interpolated engine (policy + re
 `InterpolatedEngineConfig`), both driven through `VllmGenerationEngine` as the DPO loop drives them. Four
 workloads: the plain engine on a vanilla batch (every row at w = 0); the interpolated engine on the same
 batch (its steps run the policy half only: target >= 0.9x plain); and on a PILAF batch (half the rows at
-w = 0, a quarter each at +-0.1) sent as two waves (w = 0 rows first) and as one mixed wave (target for
-the better one: <= 1.6x the vanilla batch's cost, the paper's ideal 1.5). Both engines are started first
-and stay up; timed repeats then cycle through the workloads, so background load on a shared machine hits
-all alike. Each repeat generates `--new-tokens` tokens (EOS ignored) for `--batch` prompts; throughput =
-generated tokens / wall time of `generate` (prefill of the short prompts included). Reported: best and
-median over `--repeats`, the reference token rows the engine ran per generated token (its own counter,
-`pilaf_tokens_run`), and the ratios.
+w = 0, a quarter each at +-0.1) sent as two waves (w = 0 rows first) and as one mixed wave, whose steps
+run the reference half on the w != 0 rows only (target: <= 1.6x the vanilla batch's cost, the paper's
+ideal 1.5, which assumes a step costs per row: at small batches a CPU decode step is bound by reading
+the weights, as on a GPU, and the ratio rises towards 2; `--batch 128` is the compute-bound regime).
+Both engines are started first and stay up; timed repeats then cycle through the workloads, so
+background load on a shared machine hits all alike. Each repeat generates `--new-tokens` tokens (EOS
+ignored) for `--batch` prompts; throughput = generated tokens / wall time of `generate` (prefill of the
+short prompts included). Reported: best and median over `--repeats`, the reference token rows the
+engine ran per generated token (its own counter, `pilaf_tokens_run`), and the ratios.
 
 Models: a Llama of ~86M parameters (hidden 768, 12 layers, 12 heads, MLP 2048: a GPT-2-small body)
 on the project's tiny tokenizer, random weights (seed 0 policy, seed 1 reference), built once under
@@ -207,10 +209,10 @@ def run_vllm(args: argparse.Namespace) -> dict:
     ratios = {}
     for stat in ("best", "median"):
         ratios[f"all-w=0 interpolated / plain throughput ({stat}; target >= 0.9)"] = ratio(vanilla, plain, stat)
-        ratios[f"PILAF batch cost / vanilla batch cost, two waves ({stat}; target <= 1.6)"] = ratio(
-            vanilla, waves, stat
+        ratios[f"PILAF batch cost / vanilla batch cost, two waves ({stat})"] = ratio(vanilla, waves, stat)
+        ratios[f"PILAF batch cost / vanilla batch cost, one mixed wave ({stat}; target <= 1.6)"] = ratio(
+            vanilla, mixed, stat
         )
-        ratios[f"PILAF batch cost / vanilla batch cost, one mixed wave ({stat})"] = ratio(vanilla, mixed, stat)
     return {
         "rows": rows,
         "ratios": ratios,
