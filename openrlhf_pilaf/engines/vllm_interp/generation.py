@@ -11,16 +11,14 @@ Two front-ends, one conversion:
   requests as OpenRLHF does. Online and iterative DPO generate through it; it can also push trained
   policy weights into the engines (the reference half never changes).
 
-Waves: a step of the interpolated engine runs the reference half only if one of its rows needs it
-(model.py), so a vanilla or best-of-N batch costs one model per token. A mixed batch (PILAF's, hybrid's)
-runs both halves on every row of a step that holds any w != 0 row. With `waves=True` the front ends
-therefore send the rows that need no reference (w = 0; not in the "reference" mode) first and the rest
-after, so that every step is homogeneous. That saves the reference's per-row cost on the w = 0 rows but pays
-each model's fixed per-step cost in both waves. On CPU with an 86M model a PILAF batch costs 1.82x a vanilla
-one in two waves against 1.92x in one; with the tiny test models, where the fixed cost is nearly everything,
-waves make a PILAF step slower (docs/benchmarks.md). On a memory-bound GPU a step costs what reading both
-models' weights costs whatever its row count, so one mixed wave is cheaper there too. Hence the default,
-`waves=False` (the launcher's `--vllm.reference_waves` turns it on).
+Waves: a step of the interpolated engine runs the reference half only on the rows that need it (model.py,
+reference_rows.py), so a vanilla or best-of-N batch costs one model per token and a mixed batch (PILAF's,
+hybrid's) runs the reference on its w != 0 rows' tokens only. With `waves=True` the front ends send the rows
+that need no reference (w = 0; not in the "reference" mode) first and the rest after, so that every step is
+homogeneous: that pays each model's fixed per-step cost in both waves, and is slower on CPU (an 86M model,
+batch 128: a PILAF batch costs 1.44x a vanilla one in one mixed wave, 1.74x in two; docs/benchmarks.md). It
+helps only where the engine declines to cut a mixed step (CUDA graphs, Model Runner V2) and a step's cost is
+per row. Hence the default, `waves=False` (the launcher's `--vllm.reference_waves` turns it on).
 
 Each SampleSpec becomes a request with `extra_args={"pilaf_w": w}` (`sampling_params`). vLLM returns one kind of
 log-prob per token, fixed by the engine's `logprobs` mode (policy, reference or sampled); it goes to
@@ -99,8 +97,8 @@ class _VllmFrontEnd:
         self.reference_filler = reference_filler
         self.pad_token_id = pad_token_id
         self.waves = False
-        # whether a request that skips the reference, alone in its steps, is computed without it (reference_ran)
-        self.reference_skipped_when_alone = True
+        # whether a request that skips the reference is computed without it (reference_ran; False: prefix caching)
+        self.reference_skipped = True
 
     def skips_reference(self, w: float) -> bool:
         """Whether a request at w needs no reference half to be sampled (its returned log-probs included)."""
@@ -115,17 +113,14 @@ class _VllmFrontEnd:
         rest = [j for j in everything if not self.skips_reference(plan.samples[j].w)]
         return [wave for wave in (first, rest) if wave]
 
-    def reference_ran(self, plan: GenerationPlan, waves: list[list[int]]) -> list[int]:
-        """Per sample, whether the engine's reference half ran on its tokens: not in a wave whose every row skips it
-        (all its steps are policy-only: a vanilla or best-of-N plan, or the first wave with `waves`); in a wave that
-        mixes the two, counted as run (its steps run both halves while a row that needs the reference is in
-        flight: an upper bound for the w = 0 rows; the engine's own `pilaf_tokens_run` counts exactly)."""
-        ran = [1] * len(plan.samples)
-        for wave in waves:
-            if self.reference_skipped_when_alone and all(self.skips_reference(plan.samples[j].w) for j in wave):
-                for j in wave:
-                    ran[j] = 0
-        return ran
+    def reference_ran(self, plan: GenerationPlan) -> list[int]:
+        """Per sample, whether the engine's reference half ran on its tokens: not for a request that skips it
+        (w = 0, marked policy-only), in its own wave or a mixed one, whose steps run the reference on the other
+        rows only. Where the engine declines that cut (CUDA graphs in a step, Model Runner V2: docs/interpolation.md)
+        a mixed wave's w = 0 rows ran it too, and this count is a lower bound; the engine's own
+        `pilaf_tokens_run` counts exactly."""
+        skip = self.reference_skipped
+        return [0 if skip and self.skips_reference(spec.w) else 1 for spec in plan.samples]
 
     def _check(self, params: GenerationParams) -> None:
         if params.seed is not None:
@@ -143,11 +138,11 @@ class _VllmFrontEnd:
                 f"scorers={{{', '.join(repr(m) + ': model' for m in missing)}}}{hint}"
             )
 
-    def convert(self, plan: GenerationPlan, outputs: Sequence, waves: list[list[int]]) -> list[GeneratedSample]:
-        """RequestOutputs (in plan order) -> samples; `waves`: how they were sent (`wave_order`)."""
+    def convert(self, plan: GenerationPlan, outputs: Sequence) -> list[GeneratedSample]:
+        """RequestOutputs (in plan order) -> samples."""
         field = _FIELD_OF_MODE[self.logprobs]
         samples = []
-        for spec, out, reference_ran in zip(plan.samples, outputs, self.reference_ran(plan, waves), strict=True):
+        for spec, out, reference_ran in zip(plan.samples, outputs, self.reference_ran(plan), strict=True):
             (completion,) = out.outputs
             tokens = list(completion.token_ids)
             lps = [step[t].logprob for t, step in zip(tokens, completion.logprobs, strict=True)]
@@ -198,8 +193,7 @@ class VllmGenerationEngine(_VllmFrontEnd):
     def generate(self, plan: GenerationPlan, params: GenerationParams) -> list[GeneratedSample]:
         self._check(params)
         outputs: list = [None] * len(plan.samples)
-        waves = self.wave_order(plan)
-        for wave in waves:
+        for wave in self.wave_order(plan):
             got = self.llm.generate(
                 [self._prompt(plan, j) for j in wave],
                 [
@@ -210,7 +204,7 @@ class VllmGenerationEngine(_VllmFrontEnd):
             )
             for j, out in zip(wave, got, strict=True):
                 outputs[j] = out
-        return self.score(self.convert(plan, outputs, waves), params)
+        return self.score(self.convert(plan, outputs), params)
 
     def _prompt(self, plan: GenerationPlan, j: int) -> dict:
         """A request's prompt; one that skips the reference gets its own prefix-cache namespace (names.py)."""
@@ -249,7 +243,7 @@ class RayVllmGenerationEngine(_VllmFrontEnd):
         super().__init__(logprobs, scorers, pad_token_id, reference_filler)
         self.engines = list(engines)
         self.waves = bool(waves)
-        self.reference_skipped_when_alone = not prefix_caching
+        self.reference_skipped = not prefix_caching
         self.tensor_parallel_size = tensor_parallel_size
         self._sync_group = None
         self._generator = _make_samples_generator(tokenizer, self.engines, max_len, min_new_tokens)
@@ -278,7 +272,7 @@ class RayVllmGenerationEngine(_VllmFrontEnd):
                 p, w, _ = r["label"]
                 by_key[(p, w)].append(r)
         out: list[GeneratedSample | None] = [None] * len(plan.samples)
-        reference_ran = self.reference_ran(plan, waves)
+        reference_ran = self.reference_ran(plan)
         for (p, w), js in groups.items():
             got = by_key[(p, w)]
             if len(got) != len(js):

@@ -40,7 +40,8 @@ logger = logging.getLogger(__name__)
 
 _WRAPPED = "_pilaf_build_capture"
 
-# CommonAttentionMetadata fields, by how a subset of requests cuts them (vLLM 0.29 - 0.33 field names).
+# CommonAttentionMetadata fields, by how a subset of requests cuts them (vLLM 0.29 and 0.32 field names; a set
+# field of another name makes select_requests decline).
 _PER_REQUEST = (
     "seq_lens",
     "seq_lens_cpu",

@@ -313,8 +313,9 @@ class VllmConfig:
         default=False,
         metadata={
             "help": "send a batch's w = 0 rows to the engines before the rest, so no step mixes them with rows that "
-            "need the reference half: pays where a step's cost is per row (large models on CPU), costs where a "
-            "step's fixed cost dominates (GPUs, small models); docs/interpolation.md"
+            "need the reference half: pays each model's fixed step cost twice; helps only where the engine cannot "
+            "run the reference on a mixed step's w != 0 rows alone (CUDA graphs, Model Runner V2); "
+            "docs/interpolation.md"
         },
     )
 
