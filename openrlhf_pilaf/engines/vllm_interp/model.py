@@ -60,7 +60,7 @@ from openrlhf_pilaf.engines.vllm_interp.names import (
     POLICY_ONLY_KEY,
     REFERENCE,
 )
-from openrlhf_pilaf.engines.vllm_interp.reference_rows import ReferenceSubset, install_build_capture
+from openrlhf_pilaf.engines.vllm_interp.reference_rows import ReferenceSubset, SubsetDeclined, install_build_capture
 from openrlhf_pilaf.engines.vllm_interp.semantics import semantics_of
 
 _REFERENCE_PREFIX = REFERENCE + "."
@@ -292,8 +292,6 @@ class PilafInterpolatedForCausalLM(nn.Module):
         does not allow it (reference_rows.py says when), and the caller runs it on every row."""
         from vllm.forward_context import get_forward_context
 
-        from openrlhf_pilaf.engines.vllm_interp.reference_rows import SubsetDeclined
-
         num_tokens = positions.shape[-1]
         try:
             if self._subset is None:
@@ -301,7 +299,6 @@ class PilafInterpolatedForCausalLM(nn.Module):
             with self._subset.swap(get_forward_context(), builds, plan.rows, num_tokens) as tokens:
                 index = torch.from_numpy(tokens).to(positions.device)
                 h_rows = self.reference(input_ids.index_select(0, index), positions.index_select(-1, index), **kwargs)
-            self._handoff.take_builds()  # our own build of the subset's metadata, recorded by the capture
         except SubsetDeclined as e:
             if str(e) not in self._declined:  # once per reason: it repeats every mixed step
                 self._declined.add(str(e))

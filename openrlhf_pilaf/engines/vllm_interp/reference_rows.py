@@ -38,7 +38,8 @@ from openrlhf_pilaf.engines.vllm_interp.handoff import channel_for
 
 logger = logging.getLogger(__name__)
 
-_WRAPPED = "_pilaf_build_capture"
+_WRAPPED = "_pilaf_build_capture"  # marks the wrapped build
+_CHANNEL = "_pilaf_channel"  # a builder's hand-off channel, looked up on its first build
 
 # CommonAttentionMetadata fields, by how a subset of requests cuts them (vLLM 0.29 and 0.32 field names; a set
 # field of another name makes select_requests decline).
@@ -79,10 +80,10 @@ class SubsetDeclined(Exception):
 
 
 def install_build_capture(builder_cls: type) -> None:
-    """Wrap `builder_cls.build` (once per class) so each call reports (builder, common metadata) to the hand-off
-    channel of the builder's engine (`channel.record_build`). The wrapper returns what `build` returns, unchanged,
-    and costs a dict lookup per build; engines of other architectures in the process record into channels
-    nobody reads."""
+    """Wrap `builder_cls.build` (once per class) so each call by vLLM's runner reports (builder, common metadata)
+    to the hand-off channel of the builder's engine (`channel.record_build`; the channel is looked up once per
+    builder). The wrapper returns what `build` returns, unchanged; engines of other architectures in the process
+    record into channels nobody reads. `_build_uncaptured` is the same build without the report, for our own."""
     build = builder_cls.build
     if getattr(build, _WRAPPED, False):
         return
@@ -90,13 +91,21 @@ def install_build_capture(builder_cls: type) -> None:
     @functools.wraps(build)
     def capturing_build(self, common_prefix_len, common_attn_metadata, *args, **kwargs):
         metadata = build(self, common_prefix_len, common_attn_metadata, *args, **kwargs)
-        vllm_config = getattr(self, "vllm_config", None)
-        if vllm_config is not None:
-            channel_for(vllm_config).record_build(self, common_attn_metadata)
+        channel = self.__dict__.get(_CHANNEL)
+        if channel is None and getattr(self, "vllm_config", None) is not None:
+            channel = self.__dict__[_CHANNEL] = channel_for(self.vllm_config)
+        if channel is not None:
+            channel.record_build(self, common_attn_metadata)
         return metadata
 
     setattr(capturing_build, _WRAPPED, True)
     builder_cls.build = capturing_build
+
+
+def _build_uncaptured(builder, common) -> Any:
+    """`builder.build(0, common)` without reporting it: the subset's build is ours, not the runner's step."""
+    build = type(builder).build
+    return getattr(build, "__wrapped__", build)(builder, 0, common)
 
 
 def _take(value: Any, index: np.ndarray) -> Any:
@@ -185,7 +194,7 @@ class ReferenceSubset:
             key = (id(builder), id(common))
             if key not in subsets:
                 cut, cut_tokens = select_requests(common, rows)
-                subsets[key] = (builder.build(0, cut), cut_tokens, cut.slot_mapping)
+                subsets[key] = (_build_uncaptured(builder, cut), cut_tokens, cut.slot_mapping)
             built, cut_tokens, cut_slots = subsets[key]
             if tokens is not None and not np.array_equal(tokens, cut_tokens):
                 raise SubsetDeclined("reference layers disagree on the step's token layout")
